@@ -1,0 +1,113 @@
+//! Secrets and where they come from.
+//!
+//! A secret (consumer secret, password, security token, private key, webhook key, SASL
+//! password) is never written inline in a config file and never passed as a flag. The
+//! config names where it lives, an environment variable or a file (a mounted Kubernetes
+//! Secret), and [`SecretRef::resolve`] reads it into a [`SecretString`], whose `Debug`
+//! prints a placeholder. Code exposes the value only on the line that hands it to an HTTP
+//! or Kafka client.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+pub use secrecy::{ExposeSecret, SecretString};
+
+/// Where a secret lives: `{ env = "NAME" }` or `{ file = "/path" }` in TOML.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum SecretRef {
+    /// The name of an environment variable holding the secret.
+    Env(String),
+    /// A file holding the secret; one trailing newline is ignored.
+    File(PathBuf),
+}
+
+/// A secret could not be read. The message names the source, never the value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error(
+        "environment variable {name} is not set or empty; \
+         set it to the secret's value, or point the config at a file instead"
+    )]
+    MissingEnv { name: String },
+    #[error("cannot read secret file {path}: {source}; check that the Secret is mounted there")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("secret file {path} is empty; check the Secret's key")]
+    EmptyFile { path: PathBuf },
+}
+
+impl SecretRef {
+    /// Reads the secret from its source.
+    pub fn resolve(&self) -> Result<SecretString, SecretError> {
+        match self {
+            SecretRef::Env(name) => match std::env::var(name) {
+                Ok(value) if !value.is_empty() => Ok(SecretString::from(value)),
+                _ => Err(SecretError::MissingEnv { name: name.clone() }),
+            },
+            SecretRef::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| SecretError::File {
+                    path: path.clone(),
+                    source,
+                })?;
+                let value = text
+                    .strip_suffix('\n')
+                    .map(|s| s.strip_suffix('\r').unwrap_or(s))
+                    .unwrap_or(&text);
+                if value.is_empty() {
+                    return Err(SecretError::EmptyFile { path: path.clone() });
+                }
+                Ok(SecretString::from(value.to_owned()))
+            }
+        }
+    }
+
+    /// Where the secret lives, for messages: `env SF_PASSWORD` or `file /run/secrets/x`.
+    pub fn describe(&self) -> String {
+        match self {
+            SecretRef::Env(name) => format!("env {name}"),
+            SecretRef::File(path) => format!("file {}", path.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn file_secret_drops_one_trailing_newline_only() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        write!(file, "p@ss word\n\n").unwrap();
+        let secret = SecretRef::File(file.path().into()).resolve().unwrap();
+        assert_eq!(secret.expose_secret(), "p@ss word\n");
+    }
+
+    #[test]
+    fn debug_of_a_resolved_secret_hides_the_value() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        write!(file, "hunter2-distinctive").unwrap();
+        let secret = SecretRef::File(file.path().into()).resolve().unwrap();
+        assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn missing_env_names_the_variable_not_a_value() {
+        let err = SecretRef::Env("SEATWATCH_TEST_SURELY_UNSET_VAR".into())
+            .resolve()
+            .unwrap_err();
+        assert!(err.to_string().contains("SEATWATCH_TEST_SURELY_UNSET_VAR"));
+    }
+
+    #[test]
+    fn empty_file_is_an_error() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let err = SecretRef::File(file.path().into()).resolve().unwrap_err();
+        assert!(matches!(err, SecretError::EmptyFile { .. }));
+    }
+}
