@@ -14,13 +14,17 @@ use serde::Deserialize;
 pub use secrecy::{ExposeSecret, SecretString};
 
 /// Where a secret lives: `{ env = "NAME" }` or `{ file = "/path" }` in TOML.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum SecretRef {
     /// The name of an environment variable holding the secret.
     Env(String),
     /// A file holding the secret; one trailing newline is ignored.
     File(PathBuf),
+    /// A value already in memory, for programs that build their config in code (the demo,
+    /// tests). Config files cannot express it.
+    #[serde(skip)]
+    Inline(SecretString),
 }
 
 /// A secret could not be read. The message names the source, never the value.
@@ -62,6 +66,7 @@ impl SecretRef {
                 }
                 Ok(SecretString::from(value.to_owned()))
             }
+            SecretRef::Inline(secret) => Ok(secret.clone()),
         }
     }
 
@@ -70,6 +75,7 @@ impl SecretRef {
         match self {
             SecretRef::Env(name) => format!("env {name}"),
             SecretRef::File(path) => format!("file {}", path.display()),
+            SecretRef::Inline(_) => "inline value".to_owned(),
         }
     }
 }
@@ -102,6 +108,14 @@ mod tests {
             .resolve()
             .unwrap_err();
         assert!(err.to_string().contains("SEATWATCH_TEST_SURELY_UNSET_VAR"));
+    }
+
+    #[test]
+    fn inline_secrets_cannot_come_from_a_config_file() {
+        let err = serde_json::from_str::<SecretRef>(r#"{"inline": "x"}"#);
+        assert!(err.is_err());
+        let ok: SecretRef = serde_json::from_str(r#"{"env": "X"}"#).unwrap();
+        assert_eq!(ok.describe(), "env X");
     }
 
     #[test]

@@ -1,0 +1,178 @@
+//! ingest's configuration: the broker, the polling schedule and the orgs to poll.
+//!
+//! Each org names its Connected App and user, and says where its secrets live
+//! (`{ env = "…" }` or `{ file = "…" }`); the values themselves are never in the file.
+//!
+//! ```toml
+//! poll_interval_secs = 300
+//! [kafka]
+//! bootstrap_servers = "localhost:9092"
+//! [[orgs]]
+//! name = "acme-prod"
+//! login_url = "https://login.salesforce.com"
+//! consumer_key = "3MVG9…"
+//! username = "integration@acme.example"
+//! consumer_secret = { env = "ACME_SF_CONSUMER_SECRET" }
+//! password = { file = "/var/run/secrets/acme-sf/password" }
+//! security_token = { env = "ACME_SF_SECURITY_TOKEN" }
+//! ```
+
+use std::net::SocketAddr;
+
+use seatwatch_common::kafka::KafkaConfig;
+use seatwatch_common::SecretRef;
+use serde::{Deserialize, Serialize};
+
+/// The whole ingest configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    /// Address of the `/metrics`, `/healthz`, `/readyz` server.
+    #[serde(default = "default_listen_addr")]
+    pub listen_addr: SocketAddr,
+    /// Time between the start of one sync of an org and the next.
+    #[serde(default = "default_poll_interval_secs")]
+    pub poll_interval_secs: u64,
+    /// Salesforce REST API version, e.g. `62.0`.
+    #[serde(default = "default_api_version")]
+    pub api_version: String,
+    /// Records per query page asked of Salesforce (`Sforce-Query-Options: batchSize`,
+    /// 200 to 2000; Salesforce may return fewer).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: u32,
+    /// Timeout of one HTTP request to Salesforce.
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    /// Attempts of one request on transient failures (5xx, 420, timeouts) before the sync
+    /// fails.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: usize,
+    /// First backoff between attempts; doubles with jitter up to 60 s.
+    #[serde(default = "default_retry_base_ms")]
+    pub retry_base_ms: u64,
+    /// The Salesforce orgs to poll.
+    #[serde(default)]
+    pub orgs: Vec<OrgConfig>,
+}
+
+/// One Salesforce org and its Connected App.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgConfig {
+    /// seatwatch's name for the org, used in logs, metrics and sync status.
+    pub name: String,
+    /// The login host: `https://login.salesforce.com`, `https://test.salesforce.com`
+    /// for sandboxes, or the org's My Domain. Plain `http` only on loopback.
+    #[serde(default = "default_login_url")]
+    pub login_url: String,
+    /// The Connected App's consumer key (not a secret: it identifies the app).
+    pub consumer_key: String,
+    /// The integration user's username.
+    pub username: String,
+    /// The Connected App's consumer secret.
+    pub consumer_secret: SecretRef,
+    /// The user's password.
+    pub password: SecretRef,
+    /// The user's security token, appended to the password; omit it when the org
+    /// trusts ingest's IP range.
+    #[serde(default)]
+    pub security_token: Option<SecretRef>,
+}
+
+fn default_listen_addr() -> SocketAddr {
+    ([127, 0, 0, 1], 9101).into()
+}
+fn default_poll_interval_secs() -> u64 {
+    300
+}
+fn default_api_version() -> String {
+    "62.0".into()
+}
+fn default_batch_size() -> u32 {
+    2000
+}
+fn default_request_timeout_secs() -> u64 {
+    120
+}
+fn default_max_attempts() -> usize {
+    5
+}
+fn default_retry_base_ms() -> u64 {
+    1000
+}
+fn default_login_url() -> String {
+    "https://login.salesforce.com".into()
+}
+
+/// Values from command-line flags, merged over the file and the environment.
+#[derive(Debug, Default, Serialize)]
+pub struct IngestOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_addr: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poll_interval_secs: Option<u64>,
+    #[serde(skip_serializing_if = "KafkaOverrides::is_empty")]
+    pub kafka: KafkaOverrides,
+}
+
+/// Kafka values from flags.
+#[derive(Debug, Default, Serialize)]
+pub struct KafkaOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap_servers: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic_prefix: Option<String>,
+}
+
+impl KafkaOverrides {
+    pub fn is_empty(&self) -> bool {
+        self.bootstrap_servers.is_none() && self.topic_prefix.is_none()
+    }
+}
+
+impl IngestConfig {
+    /// A config with defaults and no orgs, for programs that build it in code.
+    pub fn with_defaults(kafka: KafkaConfig) -> Self {
+        Self {
+            kafka,
+            listen_addr: default_listen_addr(),
+            poll_interval_secs: default_poll_interval_secs(),
+            api_version: default_api_version(),
+            batch_size: default_batch_size(),
+            request_timeout_secs: default_request_timeout_secs(),
+            max_attempts: default_max_attempts(),
+            retry_base_ms: default_retry_base_ms(),
+            orgs: Vec::new(),
+        }
+    }
+
+    /// Checks what serde cannot: at least one org, unique names, sane numbers.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.orgs.is_empty() {
+            return Err("no orgs configured: add an [[orgs]] table".into());
+        }
+        let mut names: Vec<&str> = self.orgs.iter().map(|o| o.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!(
+                "org name {:?} is used twice; names must be unique",
+                pair[0]
+            ));
+        }
+        if !(200..=2000).contains(&self.batch_size) {
+            return Err(format!(
+                "batch_size = {} is outside 200..=2000",
+                self.batch_size
+            ));
+        }
+        if self.poll_interval_secs == 0 {
+            return Err("poll_interval_secs must be at least 1".into());
+        }
+        if self.max_attempts == 0 {
+            return Err("max_attempts must be at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,296 @@
+//! seatwatch ingest: signs in to each configured Salesforce org, reads its licences,
+//! seat assignments and users, and emits them as raw events to Kafka with a sync-status
+//! record per sync.
+//!
+//! Each org runs in its own task on its own schedule; one org failing (bad credentials,
+//! quota, an outage) never stops another. The work is in [`run`]; `main` only parses
+//! flags. [`sync_once`] is the one-shot "initial fetch" behind `ingest sync --once`.
+
+pub mod config;
+pub mod metrics;
+pub mod salesforce;
+pub mod sync;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::Registry;
+use rdkafka::producer::{FutureProducer, Producer};
+use seatwatch_common::http::{self, Health};
+use seatwatch_common::kafka::{ensure_topics, ServiceContext, Topics};
+use seatwatch_common::{shutdown::DRAIN_DEADLINE, Shutdown};
+use seatwatch_schemas::SyncStatus;
+
+pub use config::{IngestConfig, IngestOverrides, KafkaOverrides, OrgConfig};
+use metrics::IngestMetrics;
+use salesforce::SalesforceClient;
+use sync::{sync_org, Emitter, SyncError};
+
+/// ingest could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Topics(#[from] seatwatch_common::kafka::TopicError),
+    #[error("Kafka producer: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("ops server: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Runs ingest until `shutdown`, with its own ops server on `config.listen_addr`.
+pub async fn run(config: IngestConfig, shutdown: Shutdown) -> Result<(), IngestError> {
+    let registry = Registry::new();
+    let health = Health::new();
+    let router = http::router(registry.clone(), health.clone());
+    let (addr, server) = http::serve(config.listen_addr, router, shutdown.clone()).await?;
+    tracing::info!(%addr, "ops server listening");
+
+    let result = run_with(config, shutdown.clone(), &registry, health).await;
+    shutdown.cancel();
+    let _ = server.await;
+    result
+}
+
+/// Runs ingest until `shutdown`, registering metrics on `registry` and reporting
+/// readiness on `health`; the caller serves them.
+pub async fn run_with(
+    config: IngestConfig,
+    shutdown: Shutdown,
+    registry: &Registry,
+    health: Arc<Health>,
+) -> Result<(), IngestError> {
+    config.validate().map_err(IngestError::Config)?;
+    let metrics = IngestMetrics::register(registry)?;
+    let emitter = Arc::new(connect(&config, &health).await?);
+    let clients = build_clients(&config)?;
+    warn_about_password_flow();
+    health.set_ready();
+
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|client| {
+            let emitter = emitter.clone();
+            let metrics = metrics.clone();
+            let shutdown = shutdown.clone();
+            let interval = Duration::from_secs(config.poll_interval_secs);
+            tokio::spawn(poll_org(client, emitter, metrics, interval, shutdown))
+        })
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+
+    flush(&emitter.producer).await;
+    Ok(())
+}
+
+/// Syncs every configured org once, then returns each org's status. Fails only when
+/// ingest cannot start; per-org failures are in the statuses.
+pub async fn sync_once(
+    config: IngestConfig,
+    shutdown: Shutdown,
+) -> Result<Vec<SyncStatus>, IngestError> {
+    config.validate().map_err(IngestError::Config)?;
+    let health = Health::new();
+    let emitter = connect(&config, &health).await?;
+    let clients = build_clients(&config)?;
+    warn_about_password_flow();
+
+    let mut statuses = Vec::new();
+    for mut client in clients {
+        let (status, result) = sync_org(&mut client, &emitter, None, &shutdown).await;
+        if let Err(e) = &result {
+            tracing::error!(org = %client.org_name(), error = %e, "sync failed");
+        }
+        statuses.push(status);
+    }
+    flush(&emitter.producer).await;
+    Ok(statuses)
+}
+
+/// Checks the topics and creates the producer.
+async fn connect(config: &IngestConfig, health: &Health) -> Result<Emitter, IngestError> {
+    health.set_not_ready("checking topics");
+    let topics = Topics::new(&config.kafka.topic_prefix);
+    let partitions = ensure_topics(&config.kafka, &topics.specs()).await?;
+    let producer: FutureProducer<ServiceContext> = config
+        .kafka
+        .producer_config("seatwatch-ingest")
+        .map_err(|e| IngestError::Config(e.to_string()))?
+        .create_with_context(ServiceContext { service: "ingest" })?;
+    Ok(Emitter {
+        producer,
+        raw_partitions: partitions[&topics.raw],
+        status_partitions: partitions[&topics.sync_status],
+        topics,
+    })
+}
+
+fn build_clients(config: &IngestConfig) -> Result<Vec<SalesforceClient>, IngestError> {
+    config
+        .orgs
+        .iter()
+        .map(|org| {
+            SalesforceClient::new(config, org).map_err(|e| IngestError::Config(e.to_string()))
+        })
+        .collect()
+}
+
+/// The username-password flow is on its way out; say so once, at start.
+fn warn_about_password_flow() {
+    tracing::warn!(
+        "signing in with the OAuth username-password flow: Salesforce blocks it by default \
+         in orgs created since Summer '23 and has announced its retirement for February \
+         2027; plan a move to the client-credentials or JWT bearer flow"
+    );
+}
+
+/// Syncs one org every `interval` until shutdown.
+async fn poll_org(
+    mut client: SalesforceClient,
+    emitter: Arc<Emitter>,
+    metrics: IngestMetrics,
+    interval: Duration,
+    shutdown: Shutdown,
+) {
+    let org = client.org_name().to_owned();
+    let mut last_success_at = None;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut counted = Counted::default();
+
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let started = std::time::Instant::now();
+        let (status, result) = sync_org(&mut client, &emitter, last_success_at, &shutdown).await;
+        last_success_at = status.last_success_at;
+        counted.record(&metrics, &org, &client, &status, started.elapsed());
+
+        match result {
+            Ok(()) => tracing::info!(org = %org, sync_id = %status.sync_id,
+                api_calls = status.api_calls, records = ?status.records, "sync succeeded"),
+            Err(SyncError::Cancelled) => break,
+            Err(e) => {
+                let (outcome, class) = e.outcome();
+                tracing::error!(org = %org, outcome = outcome.as_str(), class, error = %e,
+                    "sync failed");
+            }
+        }
+    }
+}
+
+/// The client's cumulative counters as last exported, so metrics grow by deltas.
+#[derive(Default)]
+struct Counted {
+    api_calls: u64,
+    retries: u64,
+    logins: u64,
+}
+
+impl Counted {
+    fn record(
+        &mut self,
+        metrics: &IngestMetrics,
+        org: &str,
+        client: &SalesforceClient,
+        status: &SyncStatus,
+        elapsed: Duration,
+    ) {
+        metrics
+            .syncs
+            .with_label_values(&[org, status.outcome.as_str()])
+            .inc();
+        metrics
+            .sync_duration
+            .with_label_values(&[org])
+            .observe(elapsed.as_secs_f64());
+        metrics
+            .api_calls
+            .with_label_values(&[org])
+            .inc_by(client.api_calls - self.api_calls);
+        metrics
+            .retries
+            .with_label_values(&[org])
+            .inc_by(client.retries - self.retries);
+        metrics
+            .logins
+            .with_label_values(&[org])
+            .inc_by(client.logins - self.logins);
+        self.api_calls = client.api_calls;
+        self.retries = client.retries;
+        self.logins = client.logins;
+
+        if status.outcome == seatwatch_schemas::SyncOutcome::Success {
+            for (object, count) in &status.records {
+                metrics
+                    .records
+                    .with_label_values(&[org, object])
+                    .inc_by(*count as u64);
+            }
+            if let Some(at) = status.last_success_at {
+                metrics
+                    .last_success
+                    .with_label_values(&[org])
+                    .set(at / 1000);
+            }
+        }
+        if let (Some(used), Some(limit)) = (status.api_used, status.api_limit) {
+            metrics.api_used.with_label_values(&[org]).set(used);
+            metrics.api_limit.with_label_values(&[org]).set(limit);
+        }
+    }
+}
+
+/// Waits for the producer's queue to drain, within the shutdown deadline.
+async fn flush(producer: &FutureProducer<ServiceContext>) {
+    let producer = producer.clone();
+    let flushed = tokio::task::spawn_blocking(move || producer.flush(DRAIN_DEADLINE)).await;
+    if let Ok(Err(e)) = flushed {
+        tracing::error!(error = %e, "events still queued at shutdown were not delivered");
+    }
+}
+
+/// `seatwatch ingest` flags. Secrets are never flags: the config names their sources.
+#[derive(Debug, clap::Args)]
+pub struct IngestArgs {
+    /// TOML config file (see the README's config reference).
+    #[arg(long, env = "SEATWATCH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address of the /metrics, /healthz and /readyz server.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Kafka bootstrap servers, host:port[,host:port…].
+    #[arg(long)]
+    pub bootstrap_servers: Option<String>,
+    /// Prefix of every topic name, e.g. `prod.`.
+    #[arg(long)]
+    pub topic_prefix: Option<String>,
+    /// Seconds between syncs of an org.
+    #[arg(long)]
+    pub poll_interval_secs: Option<u64>,
+}
+
+impl IngestArgs {
+    /// Loads the config: file, then `SEATWATCH_*` environment, then these flags.
+    pub fn load(&self) -> Result<IngestConfig, IngestError> {
+        let overrides = IngestOverrides {
+            listen_addr: self.listen,
+            poll_interval_secs: self.poll_interval_secs,
+            kafka: KafkaOverrides {
+                bootstrap_servers: self.bootstrap_servers.clone(),
+                topic_prefix: self.topic_prefix.clone(),
+            },
+        };
+        seatwatch_common::config::load(self.config.as_deref(), &overrides)
+            .map_err(|e| IngestError::Config(e.to_string()))
+    }
+}

@@ -1,0 +1,263 @@
+//! Sign-in with the OAuth 2.0 username-password flow of a Connected App.
+//!
+//! The form carries the consumer key and secret, the username, and the password with the
+//! security token appended (no separator). reqwest form-encodes each field exactly once,
+//! so `&`, `+`, `%`, `=` and spaces in a password arrive intact. The response has no
+//! `expires_in`: a session lives until the org's inactivity timeout, so the client keeps
+//! it until a call answers 401. Redirects are never followed: a redirected POST loses
+//! its form and Salesforce then answers `unsupported_grant_type`.
+
+use std::net::IpAddr;
+
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+use super::error::{excerpt, SalesforceError, TokenError};
+use crate::config::OrgConfig;
+
+/// A signed-in session.
+#[derive(Debug)]
+pub struct Session {
+    /// The bearer token; `Debug` prints a placeholder.
+    pub access_token: SecretString,
+    /// Base URL for every data call, from the token response.
+    pub instance_url: Url,
+    /// The org's 18-character id, from the identity URL.
+    pub org_id: String,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: SecretString,
+    instance_url: String,
+    id: String,
+}
+
+/// Checks that a login or instance URL is HTTPS, or plain HTTP on a loopback address
+/// (the simulator); anything else would send credentials in clear text.
+pub fn check_login_url(raw: &str) -> Result<Url, SalesforceError> {
+    let url = Url::parse(raw)
+        .map_err(|e| SalesforceError::BadUrl(format!("login URL {raw:?} is not a URL: {e}")))?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback(&url) => Ok(url),
+        "http" => Err(SalesforceError::BadUrl(format!(
+            "login URL {raw:?} uses plain http to a non-loopback host; use https \
+             (http is allowed only for 127.0.0.1, ::1 or localhost, e.g. the simulator)"
+        ))),
+        other => Err(SalesforceError::BadUrl(format!(
+            "login URL {raw:?} has scheme {other:?}; use https"
+        ))),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+/// Signs in to one org.
+pub(crate) async fn login(
+    http: &reqwest::Client,
+    org: &OrgConfig,
+    consumer_secret: &SecretString,
+    password: &SecretString,
+    security_token: Option<&SecretString>,
+) -> Result<Session, SalesforceError> {
+    let login_url = check_login_url(&org.login_url)?;
+    let token_url = login_url
+        .join("/services/oauth2/token")
+        .map_err(|e| SalesforceError::BadUrl(e.to_string()))?;
+
+    // The one place the password and token meet: concatenated, then form-encoded once.
+    let mut password_and_token = password.expose_secret().to_owned();
+    if let Some(token) = security_token {
+        password_and_token.push_str(token.expose_secret());
+    }
+    let form = [
+        ("grant_type", "password"),
+        ("client_id", org.consumer_key.as_str()),
+        ("client_secret", consumer_secret.expose_secret()),
+        ("username", org.username.as_str()),
+        ("password", password_and_token.as_str()),
+    ];
+    let response = http
+        .post(token_url.clone())
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| SalesforceError::Transient(format!("sign-in to {login_url}: {e}")))?;
+    drop(password_and_token);
+
+    let status = response.status();
+    if status.is_redirection() {
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        return Err(SalesforceError::Redirect {
+            url: token_url.to_string(),
+            status: status.as_u16(),
+            location,
+        });
+    }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| SalesforceError::Transient(format!("reading sign-in response: {e}")))?;
+    parse_token_response(status, &body)
+}
+
+/// Turns a token endpoint response into a session or a classified error.
+pub(crate) fn parse_token_response(
+    status: StatusCode,
+    body: &[u8],
+) -> Result<Session, SalesforceError> {
+    if status.is_success() {
+        let token: TokenResponse = serde_json::from_slice(body).map_err(|e| {
+            SalesforceError::Transient(format!("sign-in response is not a token: {e}"))
+        })?;
+        let instance_url = check_login_url(&token.instance_url)?;
+        let org_id = org_id_from_identity_url(&token.id).ok_or_else(|| {
+            SalesforceError::Transient(format!("identity URL {:?} has no org id", token.id))
+        })?;
+        return Ok(Session {
+            access_token: token.access_token,
+            instance_url,
+            org_id,
+        });
+    }
+    match serde_json::from_slice::<TokenError>(body) {
+        Ok(e) if status.is_client_error() => Err(SalesforceError::Auth {
+            error: e.error,
+            description: e.error_description,
+        }),
+        _ => Err(SalesforceError::Transient(format!(
+            "sign-in answered HTTP {status}: {}",
+            excerpt(body)
+        ))),
+    }
+}
+
+/// `https://login.salesforce.com/id/<org id>/<user id>` → the org id.
+fn org_id_from_identity_url(identity: &str) -> Option<String> {
+    let url = Url::parse(identity).ok()?;
+    let mut segments = url.path_segments()?;
+    while let Some(segment) = segments.next() {
+        if segment == "id" {
+            return segments.next().filter(|s| !s.is_empty()).map(str::to_owned);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> serde_json::Value {
+        let path = format!(
+            "{}/../fixtures/salesforce/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn exchange(name: &str) -> (StatusCode, Vec<u8>) {
+        let f = fixture(name);
+        let status = StatusCode::from_u16(f["status"].as_u64().unwrap() as u16).unwrap();
+        (status, serde_json::to_vec(&f["body"]).unwrap())
+    }
+
+    #[test]
+    fn token_success_fixture_parses_into_a_session() {
+        let (status, body) = exchange("token_success.json");
+        let session = parse_token_response(status, &body).unwrap();
+        assert_eq!(session.org_id, "00D5g000004XyZwEAK");
+        assert_eq!(
+            session.instance_url.as_str(),
+            "https://northwind-demo.my.salesforce.com/"
+        );
+        assert!(
+            !format!("{session:?}").contains("AQ8AQ"),
+            "token leaked through Debug"
+        );
+    }
+
+    #[test]
+    fn every_token_error_fixture_becomes_an_auth_error_with_a_hint() {
+        let names = [
+            (
+                "token_error_invalid_app_access.json",
+                "admin-approved",
+                false,
+            ),
+            ("token_error_invalid_client.json", "consumer secret", false),
+            (
+                "token_error_invalid_client_id.json",
+                "several minutes",
+                false,
+            ),
+            (
+                "token_error_invalid_grant_authentication_failure.json",
+                "security token",
+                false,
+            ),
+            ("token_error_ip_restricted.json", "Login IP Ranges", false),
+            ("token_error_login_rate_exceeded.json", "3,600", true),
+            (
+                "token_error_unsupported_grant_type.json",
+                "form post",
+                false,
+            ),
+            ("token_error_user_not_approved.json", "pre-authorize", false),
+        ];
+        for (name, hint, retriable) in names {
+            let (status, body) = exchange(name);
+            let err = parse_token_response(status, &body).unwrap_err();
+            assert!(
+                matches!(err, SalesforceError::Auth { .. }),
+                "{name}: {err:?}"
+            );
+            assert!(err.to_string().contains(hint), "{name}: {err}");
+            assert_eq!(err.is_retriable(), retriable, "{name}");
+        }
+    }
+
+    #[test]
+    fn plain_http_is_refused_except_on_loopback() {
+        assert!(check_login_url("https://login.salesforce.com").is_ok());
+        assert!(check_login_url("https://acme--uat.sandbox.my.salesforce.com").is_ok());
+        assert!(check_login_url("http://127.0.0.1:8085").is_ok());
+        assert!(check_login_url("http://localhost:8085").is_ok());
+        assert!(check_login_url("http://[::1]:8085").is_ok());
+        let err = check_login_url("http://login.salesforce.com").unwrap_err();
+        assert!(err.to_string().contains("use https"), "{err}");
+        assert!(check_login_url("ftp://x").is_err());
+        assert!(check_login_url("not a url").is_err());
+    }
+
+    #[test]
+    fn an_http_instance_url_off_loopback_is_refused() {
+        let body = br#"{"access_token":"00D!x","instance_url":"http://evil.example",
+                        "id":"https://login.salesforce.com/id/00Dx/005x"}"#;
+        assert!(matches!(
+            parse_token_response(StatusCode::OK, body),
+            Err(SalesforceError::BadUrl(_))
+        ));
+    }
+
+    #[test]
+    fn a_non_json_error_is_transient() {
+        let err = parse_token_response(StatusCode::BAD_GATEWAY, b"<html>down</html>");
+        assert!(err.unwrap_err().is_retriable());
+    }
+}

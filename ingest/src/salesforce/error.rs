@@ -1,0 +1,206 @@
+//! Salesforce errors, sorted by who must act and whether a retry can help.
+//!
+//! - The operator's configuration or the org's setup (credentials, Connected App policy,
+//!   object permissions, a login URL that redirects): retrying cannot help, so the org
+//!   stops with a status that says what to fix.
+//! - Salesforce's quota (`REQUEST_LIMIT_EXCEEDED`): wait until the allowance recovers.
+//! - Transient trouble (5xx, 420 from Salesforce's edge, timeouts, resets, bodies that
+//!   are not JSON): retried with backoff.
+//!
+//! Messages never contain a secret: they are built from Salesforce's error codes and
+//! texts, which carry none, and from URLs, which never carry the token.
+
+use std::fmt;
+
+/// The class of a failure, a fixed vocabulary used in metrics and sync status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Sign-in refused: credentials, app policy, IP restriction, login rate.
+    Auth,
+    /// Configuration or permissions: unknown object or field, API disabled, bad URL.
+    Config,
+    /// The org's API allowance is used up.
+    Quota,
+    /// Salesforce or the network failed in a way a retry may fix.
+    Transient,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Auth => "auth",
+            ErrorClass::Config => "config",
+            ErrorClass::Quota => "quota",
+            ErrorClass::Transient => "transient",
+        }
+    }
+}
+
+/// A failed exchange with Salesforce.
+#[derive(Debug, thiserror::Error)]
+pub enum SalesforceError {
+    /// The token endpoint refused the sign-in (`{"error", "error_description"}`).
+    #[error("sign-in refused: {error} ({description}); {}", auth_hint(.error, .description))]
+    Auth { error: String, description: String },
+
+    /// A data call was refused for a reason a retry cannot fix.
+    #[error("Salesforce refused the request: {code} (HTTP {status}): {message}; {}",
+            query_hint(.code))]
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+    },
+
+    /// The session cannot be used with the REST API; re-login will not help.
+    #[error(
+        "the session is not valid for the REST API (HTTP 401): the integration user's \
+         session policy (High Assurance, API client restrictions) blocks REST access; \
+         relax it for the Connected App"
+    )]
+    SessionNotValidForRest,
+
+    /// The session expired again right after a re-login.
+    #[error("the session expired again right after signing in; check the org's session settings")]
+    SessionLoop,
+
+    /// The org's API request allowance is exhausted.
+    #[error(
+        "the org's API request limit is exceeded: {message}; seatwatch waits until the \
+             24-hour allowance recovers"
+    )]
+    RequestLimit { message: String },
+
+    /// The login or instance URL is unusable.
+    #[error("{0}")]
+    BadUrl(String),
+
+    /// A redirect on a call that must not be redirected.
+    #[error(
+        "{url} answered with a redirect (HTTP {status}) to {location:?}; use the https \
+             URL of the login host itself (redirects drop the sign-in form)"
+    )]
+    Redirect {
+        url: String,
+        status: u16,
+        location: String,
+    },
+
+    /// Something a retry may fix.
+    #[error("transient Salesforce failure: {0}")]
+    Transient(String),
+}
+
+impl SalesforceError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            SalesforceError::Auth { .. } => ErrorClass::Auth,
+            SalesforceError::Refused { .. }
+            | SalesforceError::SessionNotValidForRest
+            | SalesforceError::SessionLoop
+            | SalesforceError::BadUrl(_)
+            | SalesforceError::Redirect { .. } => ErrorClass::Config,
+            SalesforceError::RequestLimit { .. } => ErrorClass::Quota,
+            SalesforceError::Transient(_) => ErrorClass::Transient,
+        }
+    }
+
+    /// Whether trying the same request again may succeed.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            SalesforceError::Transient(_) => true,
+            // A login rate limit passes within the hour; everything else about sign-in
+            // needs a person.
+            SalesforceError::Auth { description, .. } => description == "login rate exceeded",
+            _ => false,
+        }
+    }
+}
+
+/// What to check for a refused sign-in, after Salesforce's own troubleshooting advice.
+fn auth_hint(error: &str, description: &str) -> &'static str {
+    match (error, description) {
+        ("invalid_client_id", _) => {
+            "the consumer key is unknown: check it, and note that a new or edited Connected \
+             App takes several minutes to reach every Salesforce server"
+        }
+        ("invalid_client", _) => "the consumer secret does not match the consumer key",
+        ("invalid_grant", "authentication failure") => {
+            "verify username, password and security token (the token is appended to the \
+             password), that the login URL is the org's (test.salesforce.com for sandboxes), \
+             and that the org allows the OAuth username-password flow"
+        }
+        ("invalid_grant", "ip restricted") => {
+            "ingest's IP address is outside the profile's Login IP Ranges: relax IP \
+             restrictions for the Connected App or trust ingest's address range"
+        }
+        ("invalid_grant", "user hasn't approved this consumer") => {
+            "the Connected App requires approval: set Permitted Users to 'All users may \
+             self-authorize' or pre-authorize the user's profile or permission set"
+        }
+        ("invalid_app_access", _) => {
+            "the Connected App is admin-approved only: add the user's profile or a \
+             permission set to the app"
+        }
+        ("invalid_grant", "login rate exceeded") => {
+            "more than 3,600 logins this hour for this user; seatwatch backs off"
+        }
+        ("unsupported_grant_type", _) => {
+            "the token request did not arrive as a form post; check for a proxy or a \
+             redirect in front of the login host"
+        }
+        _ => "check the Connected App and the integration user in Setup",
+    }
+}
+
+/// What to check for a refused data call.
+fn query_hint(code: &str) -> &'static str {
+    match code {
+        "INVALID_TYPE" => {
+            "the object is unknown or the user cannot see it: grant the integration user \
+             'View Setup and Configuration' (licences) and read access to Users"
+        }
+        "INVALID_FIELD" => {
+            "a field is unknown or hidden from the user: check field-level security or \
+             lower api_version"
+        }
+        "API_DISABLED_FOR_ORG" => "the org's edition or the user's profile lacks 'API Enabled'",
+        "MALFORMED_QUERY" => "seatwatch sent a query Salesforce rejects; please report it",
+        "INVALID_AUTH_HEADER" => "the Authorization header was malformed; please report it",
+        _ => "see Salesforce's message",
+    }
+}
+
+/// One element of a Salesforce error array.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct ApiError {
+    #[serde(rename = "errorCode")]
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// The token endpoint's error body.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct TokenError {
+    pub error: String,
+    #[serde(default)]
+    pub error_description: String,
+}
+
+/// Reduces a Salesforce error body to a short printable excerpt for messages.
+pub(crate) fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut cut: String = flat.chars().take(160).collect();
+    if flat.chars().count() > 160 {
+        cut.push('…');
+    }
+    cut
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

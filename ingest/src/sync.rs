@@ -1,0 +1,265 @@
+//! One sync of one org: read every object, emit each record to the raw topic, and report.
+//!
+//! Delivery: records are handed to the producer as pages arrive (waiting when its queue
+//! is full), then the sync awaits every acknowledgement before it counts as a success.
+//! Only then is the sync-status record written with `last_success_at` moved on, so a
+//! sync whose events the broker did not take is never reported as done. A sync cut short
+//! (Salesforce error, shutdown) leaves an object's snapshot without its end marker;
+//! transform discards such a snapshot when the next sync of that object begins.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use chrono::Utc;
+use futures::future::try_join_all;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use seatwatch_common::kafka::{delivered, enqueue, partition_for, ServiceContext, Topics};
+use seatwatch_common::Shutdown;
+use seatwatch_schemas::avro::AvroRecord;
+use seatwatch_schemas::salesforce::RecordId;
+use seatwatch_schemas::{
+    EnvelopeKind, RawEnvelope, SfObject, SnapshotEnd, SnapshotMode, SyncOutcome, SyncStatus,
+};
+
+use crate::salesforce::{ErrorClass, Query, SalesforceClient, SalesforceError};
+
+/// Un-acknowledged records a sync may hold before it waits for the broker: bounds the
+/// memory of a large org (each record is about 1 KiB in the producer's queue).
+const MAX_PENDING: usize = 50_000;
+
+/// The SOQL that reads each object. Licences and assignments are small: full snapshots.
+/// Users are read in full too; incremental reads on SystemModstamp come later.
+pub fn soql(object: SfObject) -> &'static str {
+    match object {
+        SfObject::UserLicense => {
+            "SELECT Id, LicenseDefinitionKey, Name, MasterLabel, Status, TotalLicenses, \
+             UsedLicenses, UsedLicensesLastUpdated, SystemModstamp FROM UserLicense ORDER BY Id"
+        }
+        SfObject::PermissionSetLicense => {
+            "SELECT Id, DeveloperName, MasterLabel, PermissionSetLicenseKey, Status, \
+             TotalLicenses, UsedLicenses, ExpirationDate, SystemModstamp \
+             FROM PermissionSetLicense ORDER BY Id"
+        }
+        SfObject::PackageLicense => {
+            "SELECT Id, NamespacePrefix, AllowedLicenses, UsedLicenses, Status, ExpirationDate, \
+             IsProvisioned, SystemModstamp FROM PackageLicense ORDER BY Id"
+        }
+        SfObject::PermissionSetLicenseAssign => {
+            "SELECT Id, AssigneeId, PermissionSetLicenseId, SystemModstamp \
+             FROM PermissionSetLicenseAssign ORDER BY Id"
+        }
+        SfObject::UserPackageLicense => {
+            "SELECT Id, UserId, PackageLicenseId, SystemModstamp FROM UserPackageLicense \
+             ORDER BY Id"
+        }
+        SfObject::User => {
+            "SELECT Id, Username, IsActive, UserType, LastLoginDate, ProfileId, Profile.Name, \
+             Profile.UserLicenseId, Profile.UserLicense.Name, \
+             Profile.UserLicense.LicenseDefinitionKey, SystemModstamp FROM User ORDER BY Id"
+        }
+    }
+}
+
+/// Why a sync did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Salesforce(#[from] SalesforceError),
+    #[error(
+        "the broker did not acknowledge the sync's events: {0}; the next sync sends them \
+             again"
+    )]
+    Broker(#[from] KafkaError),
+    #[error("Salesforce returned a record without an Id: {0}")]
+    Record(String),
+    #[error("shutdown requested before the sync finished")]
+    Cancelled,
+}
+
+impl SyncError {
+    /// The sync-status outcome and error class for this failure.
+    pub fn outcome(&self) -> (SyncOutcome, &'static str) {
+        match self {
+            SyncError::Salesforce(e) => match e.class() {
+                ErrorClass::Auth => (SyncOutcome::AuthFailed, "auth"),
+                ErrorClass::Quota => (SyncOutcome::PausedForQuota, "quota"),
+                ErrorClass::Config => (SyncOutcome::Failed, "config"),
+                ErrorClass::Transient => (SyncOutcome::Failed, "salesforce"),
+            },
+            SyncError::Broker(_) => (SyncOutcome::Failed, "broker"),
+            SyncError::Record(_) => (SyncOutcome::Failed, "salesforce"),
+            SyncError::Cancelled => (SyncOutcome::Failed, "shutdown"),
+        }
+    }
+}
+
+/// Writes ingest's events to Kafka.
+pub struct Emitter {
+    pub producer: FutureProducer<ServiceContext>,
+    pub topics: Topics,
+    pub raw_partitions: i32,
+    pub status_partitions: i32,
+}
+
+/// What one sync fetched.
+#[derive(Debug, Default)]
+struct Fetched {
+    records: BTreeMap<String, i64>,
+}
+
+/// Runs one sync of the client's org and returns its status record, already written to
+/// `salesforce.sync-status` when the broker allowed it.
+pub async fn sync_org(
+    client: &mut SalesforceClient,
+    emitter: &Emitter,
+    last_success_at: Option<i64>,
+    shutdown: &Shutdown,
+) -> (SyncStatus, Result<(), SyncError>) {
+    let started_at = Utc::now();
+    let sync_id = uuid::Uuid::now_v7().to_string();
+    let calls_before = client.api_calls;
+    let clock = Instant::now();
+
+    let mut fetched = Fetched::default();
+    let result = fetch_and_emit(client, emitter, &sync_id, &mut fetched, shutdown).await;
+
+    let finished_at = Utc::now();
+    let (outcome, error_class, error_message) = match &result {
+        Ok(()) => (SyncOutcome::Success, None, None),
+        Err(e) => {
+            let (outcome, class) = e.outcome();
+            (outcome, Some(class.to_owned()), Some(e.to_string()))
+        }
+    };
+    let limits = client.limit_info;
+    let status = SyncStatus {
+        org_id: client.org_id().unwrap_or(client.org_name()).to_owned(),
+        org_name: client.org_name().to_owned(),
+        sync_id,
+        outcome,
+        started_at: started_at.timestamp_millis(),
+        finished_at: finished_at.timestamp_millis(),
+        last_success_at: match outcome {
+            SyncOutcome::Success => Some(finished_at.timestamp_millis()),
+            _ => last_success_at,
+        },
+        records: fetched.records,
+        api_calls: (client.api_calls - calls_before) as i64,
+        api_used: limits.map(|l| l.used as i64),
+        api_limit: limits.map(|l| l.limit as i64),
+        error_class,
+        error_message,
+    };
+    tracing::debug!(org = %status.org_name, elapsed_ms = clock.elapsed().as_millis() as u64,
+        "sync finished");
+
+    let written = write_status(emitter, &status).await;
+    let result = match (result, written) {
+        (Ok(()), Err(e)) => Err(SyncError::Broker(e)),
+        (result, _) => result,
+    };
+    (status, result)
+}
+
+async fn fetch_and_emit(
+    client: &mut SalesforceClient,
+    emitter: &Emitter,
+    sync_id: &str,
+    fetched: &mut Fetched,
+    shutdown: &Shutdown,
+) -> Result<(), SyncError> {
+    client.sign_in().await?;
+    let org_id = client.org_id().expect("signed in").to_owned();
+    let api_version = client.api_version().to_owned();
+    let partition = partition_for(&org_id, emitter.raw_partitions);
+    let mut pending: Vec<DeliveryFuture> = Vec::new();
+
+    for object in SfObject::ALL {
+        let mut query = Query::new(soql(object));
+        let mut count: u64 = 0;
+        while let Some(page) = client.next_page(&mut query).await? {
+            if shutdown.is_cancelled() {
+                return Err(SyncError::Cancelled);
+            }
+            if page.restarted {
+                // Earlier pages come again on the new session; the marker counts one pass.
+                count = 0;
+            }
+            let fetched_at = Utc::now();
+            for record in page.records {
+                let id = serde_json::from_str::<RecordId>(record.get())
+                    .map_err(|e| SyncError::Record(format!("{object}: {e}")))?
+                    .id
+                    .into_owned();
+                let envelope = RawEnvelope {
+                    org_id: org_id.clone(),
+                    sync_id: sync_id.to_owned(),
+                    object,
+                    fetched_at,
+                    api_version: api_version.clone(),
+                    kind: EnvelopeKind::Record,
+                    record: Some(record),
+                    snapshot: None,
+                };
+                pending.push(send_envelope(emitter, &envelope, Some(&id), partition).await?);
+                count += 1;
+            }
+            if pending.len() >= MAX_PENDING {
+                await_all(&mut pending).await?;
+            }
+        }
+
+        let marker = RawEnvelope {
+            org_id: org_id.clone(),
+            sync_id: sync_id.to_owned(),
+            object,
+            fetched_at: Utc::now(),
+            api_version: api_version.clone(),
+            kind: EnvelopeKind::SnapshotEnd,
+            record: None,
+            snapshot: Some(SnapshotEnd {
+                mode: SnapshotMode::Full,
+                records: count,
+            }),
+        };
+        pending.push(send_envelope(emitter, &marker, None, partition).await?);
+        fetched.records.insert(object.to_string(), count as i64);
+    }
+
+    await_all(&mut pending).await
+}
+
+async fn send_envelope(
+    emitter: &Emitter,
+    envelope: &RawEnvelope,
+    record_id: Option<&str>,
+    partition: i32,
+) -> Result<DeliveryFuture, KafkaError> {
+    let key = envelope.key(record_id);
+    let payload = serde_json::to_vec(envelope).expect("an envelope always serialises");
+    let record = FutureRecord::to(&emitter.topics.raw)
+        .key(&key)
+        .payload(&payload)
+        .partition(partition);
+    enqueue(&emitter.producer, record).await
+}
+
+async fn await_all(pending: &mut Vec<DeliveryFuture>) -> Result<(), SyncError> {
+    try_join_all(pending.drain(..).map(delivered)).await?;
+    Ok(())
+}
+
+async fn write_status(emitter: &Emitter, status: &SyncStatus) -> Result<(), KafkaError> {
+    let payload = status
+        .to_avro()
+        .expect("a sync status always fits its schema");
+    let partition = partition_for(&status.org_id, emitter.status_partitions);
+    let record = FutureRecord::to(&emitter.topics.sync_status)
+        .key(&status.org_id)
+        .payload(&payload)
+        .partition(partition);
+    delivered(enqueue(&emitter.producer, record).await?)
+        .await
+        .map(|_| ())
+}
