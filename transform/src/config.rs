@@ -1,0 +1,194 @@
+//! transform's configuration and its command-line flags.
+//!
+//! The configuration comes from a TOML file, then `SEATWATCH_*` environment variables, then
+//! flags (see `seatwatch_common::config`); every default is written next to its field.
+//! Flags cover only what an operator changes per run; everything else is in the file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use seatwatch_common::config::{self, ConfigError};
+use seatwatch_common::kafka::KafkaConfig;
+use serde::{Deserialize, Serialize};
+
+/// Everything transform needs to run.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformConfig {
+    /// The Kafka cluster and topic layout.
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    /// Consumer group of the raw topic. Instances sharing it split the orgs between them.
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served. Loopback by default so that
+    /// nothing is exposed by accident; containers set `0.0.0.0:9102`.
+    #[serde(default = "default_listen_addr")]
+    pub listen_addr: SocketAddr,
+    /// How often in-flight outputs are awaited and offsets committed. Shorter means less
+    /// to replay after a crash, longer means fewer commits.
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+    /// Outputs handed to the producer and not yet acknowledged before transform stops
+    /// reading and flushes. Each holds a few hundred bytes in librdkafka's queue plus a
+    /// delivery handle, so 50 000 is some 25 MB at most; it stays below librdkafka's own
+    /// queue limit (100 000 messages), so this bound, not a full queue, paces the input. It
+    /// is checked between events, so one event with many outputs (the tombstones of a full
+    /// snapshot) may overshoot it by those.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+fn default_group_id() -> String {
+    "seatwatch-transform".into()
+}
+
+fn default_listen_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9102))
+}
+
+fn default_flush_interval_ms() -> u64 {
+    100
+}
+
+fn default_max_in_flight() -> usize {
+    50_000
+}
+
+impl Default for TransformConfig {
+    fn default() -> Self {
+        Self {
+            kafka: KafkaConfig::default(),
+            group_id: default_group_id(),
+            listen_addr: default_listen_addr(),
+            flush_interval_ms: default_flush_interval_ms(),
+            max_in_flight: default_max_in_flight(),
+        }
+    }
+}
+
+/// Flags of the `transform` command.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TransformArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "SEATWATCH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address of the metrics and health server, e.g. 0.0.0.0:9102.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Kafka bootstrap servers, `host:port[,host:port…]`.
+    #[arg(long, value_name = "SERVERS")]
+    pub bootstrap_servers: Option<String>,
+    /// Prefix of every topic name, e.g. `prod.`.
+    #[arg(long, value_name = "PREFIX")]
+    pub topic_prefix: Option<String>,
+    /// Consumer group of the raw topic.
+    #[arg(long, value_name = "GROUP")]
+    pub group_id: Option<String>,
+}
+
+/// The flags as configuration values; absent flags are left out so they override nothing.
+#[derive(Serialize)]
+struct Overrides<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen_addr: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "KafkaOverrides::is_empty")]
+    kafka: KafkaOverrides<'a>,
+}
+
+#[derive(Serialize)]
+struct KafkaOverrides<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bootstrap_servers: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic_prefix: Option<&'a str>,
+}
+
+impl KafkaOverrides<'_> {
+    fn is_empty(&self) -> bool {
+        self.bootstrap_servers.is_none() && self.topic_prefix.is_none()
+    }
+}
+
+impl TransformArgs {
+    /// Loads the configuration: the file, then the environment, then these flags.
+    pub fn load(&self) -> Result<TransformConfig, ConfigError> {
+        let overrides = Overrides {
+            listen_addr: self.listen,
+            group_id: self.group_id.as_deref(),
+            kafka: KafkaOverrides {
+                bootstrap_servers: self.bootstrap_servers.as_deref(),
+                topic_prefix: self.topic_prefix.as_deref(),
+            },
+        };
+        config::load(self.config.as_deref(), &overrides)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: TransformArgs,
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        file
+    }
+
+    #[test]
+    fn flags_override_the_file_and_defaults_fill_the_rest() {
+        let file = file(
+            "group_id = \"from-file\"\nflush_interval_ms = 250\n\
+             [kafka]\nbootstrap_servers = \"file:9092\"\ntopic_prefix = \"file.\"\n",
+        );
+        let path = file.path().to_str().unwrap();
+        let cli = Cli::parse_from(["t", "--config", path, "--topic-prefix", "flag."]);
+        let config = cli.args.load().unwrap();
+        assert_eq!(config.kafka.topic_prefix, "flag.");
+        assert_eq!(config.kafka.bootstrap_servers, "file:9092");
+        assert_eq!(config.group_id, "from-file");
+        assert_eq!(config.flush_interval_ms, 250);
+        assert_eq!(config.max_in_flight, 50_000);
+        assert_eq!(config.listen_addr, "127.0.0.1:9102".parse().unwrap());
+    }
+
+    #[test]
+    fn every_flag_lands_on_its_key() {
+        let cli = Cli::parse_from([
+            "t",
+            "--listen",
+            "127.0.0.1:0",
+            "--bootstrap-servers",
+            "b:1",
+            "--group-id",
+            "g",
+        ]);
+        let config = cli.args.load().unwrap();
+        assert_eq!(config.listen_addr.port(), 0);
+        assert_eq!(config.kafka.bootstrap_servers, "b:1");
+        assert_eq!(config.group_id, "g");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let file = file("flush_interval_secs = 1\n");
+        let args = TransformArgs {
+            config: Some(file.path().into()),
+            ..TransformArgs::default()
+        };
+        let error = args.load().unwrap_err().to_string();
+        assert!(error.contains("flush_interval_secs"), "{error}");
+    }
+}

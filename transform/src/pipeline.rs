@@ -1,0 +1,486 @@
+//! The Kafka side of transform: read the raw topic, run the processor, produce its outputs,
+//! commit.
+//!
+//! Offsets: an input offset is committed only after every output of it and of everything
+//! before it in its partition has been acknowledged by the broker, and never past the first
+//! event of a snapshot that is still open (see [`Processor::committable_offset`]), so a
+//! restart replays every snapshot it has not seen to the end. Outputs are awaited and
+//! offsets committed together at each flush: every `flush_interval_ms`, when
+//! `max_in_flight` outputs are pending, and on shutdown. A failed delivery stops the
+//! pipeline without committing; the restart replays from the last commit (at least once:
+//! outputs may repeat, and the compacted state topics absorb that).
+//!
+//! Rebalances: librdkafka runs rebalance callbacks inside `recv`, on this task. A revoked
+//! partition's state is dropped and its offsets are no longer committed here; what was
+//! processed since the last flush is replayed by its next owner. The cooperative-sticky
+//! assignor (unless configured otherwise) keeps the other partitions, and their state, in
+//! place during a rebalance. That state lives only in memory, so a partition that arrives
+//! here (at start or by rebalance) begins without the memory of earlier snapshots: its first
+//! full snapshot tombstones nothing (the processor's module says what would fix that).
+//!
+//! Output partitions are chosen by org with `partition_for`, from the partition counts read
+//! at start; a topic grown while transform runs is picked up at the next start.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus::Registry;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use seatwatch_common::http::{self, Health};
+use seatwatch_common::kafka::{self, ServiceContext, Topics};
+use seatwatch_common::secret::SecretError;
+use seatwatch_common::shutdown::DRAIN_DEADLINE;
+use seatwatch_common::Shutdown;
+use tokio::time::{self, Instant};
+
+use crate::config::TransformConfig;
+use crate::metrics::{self, Metrics};
+use crate::processor::{Input, Output, Processor, Target};
+
+/// The name transform's Kafka clients and log lines go by.
+const SERVICE: &str = "seatwatch-transform";
+
+/// Why transform stopped, sorted by who must act.
+#[derive(Debug, thiserror::Error)]
+pub enum TransformError {
+    // The operator's configuration or environment; a retry does not help until it changes.
+    #[error("cannot serve metrics and health on {addr}: {source}; pick a free listen_addr")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Secret(#[from] SecretError),
+    #[error("{0}")]
+    Topics(#[from] kafka::TopicError),
+
+    // The broker; restarting retries, and replays from the last commit.
+    #[error("cannot create the Kafka {client}: {source}; check the kafka settings")]
+    Client {
+        client: &'static str,
+        source: KafkaError,
+    },
+    #[error("cannot subscribe to {topic}: {source}")]
+    Subscribe { topic: String, source: KafkaError },
+    #[error("consuming failed fatally: {0}; restart to rejoin the group")]
+    Consume(KafkaError),
+    #[error(
+        "the broker did not acknowledge an output to {topic}: {source}; nothing was committed \
+         past it, so a restart replays it"
+    )]
+    Delivery {
+        topic: &'static str,
+        source: KafkaError,
+    },
+
+    // This program.
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Runs transform with its own metrics registry and ops server on `listen_addr`, until
+/// `shutdown` is cancelled (then `Ok` after draining) or a fatal error.
+pub async fn run(config: TransformConfig, shutdown: Shutdown) -> Result<(), TransformError> {
+    let registry = Registry::new();
+    let health = Health::new();
+    let stop_server = shutdown.child_token();
+    let router = http::router(registry.clone(), health.clone());
+    let addr = config.listen_addr;
+    let (bound, server) = http::serve(addr, router, stop_server.clone())
+        .await
+        .map_err(|source| TransformError::Listen { addr, source })?;
+    tracing::info!(addr = %bound, "ops server listening");
+
+    let result = run_with(config, shutdown, &registry, health).await;
+    stop_server.cancel();
+    let _ = server.await;
+    result
+}
+
+/// Runs transform with the caller's registry and health, serving nothing itself; for
+/// binaries that host several services behind one ops server.
+pub async fn run_with(
+    config: TransformConfig,
+    shutdown: Shutdown,
+    registry: &Registry,
+    health: Arc<Health>,
+) -> Result<(), TransformError> {
+    let metrics = Metrics::new(registry)?;
+    let topics = Topics::new(&config.kafka.topic_prefix);
+
+    // Topics first: without them there is nothing to do, and readiness says so.
+    health.set_not_ready("checking topics");
+    let specs = topics.specs();
+    let partitions = tokio::select! {
+        () = shutdown.cancelled() => return Ok(()),
+        checked = kafka::ensure_topics(&config.kafka, &specs) => checked?,
+    };
+    let outputs = OutputTopics::new(&topics, &partitions);
+
+    let consumer = create_consumer(&config)?;
+    consumer
+        .subscribe(&[&topics.raw])
+        .map_err(|source| TransformError::Subscribe {
+            topic: topics.raw.clone(),
+            source,
+        })?;
+    let producer = create_producer(&config)?;
+    health.set_ready();
+    tracing::info!(topic = %topics.raw, group = %config.group_id, "transform started");
+
+    let mut pipeline = Pipeline {
+        processor: Processor::new(topics.raw.clone(), metrics.clone()),
+        consumer: Arc::new(consumer),
+        producer,
+        outputs,
+        metrics,
+        raw_topic: topics.raw,
+        in_flight: Vec::new(),
+        processed: BTreeMap::new(),
+        committed: BTreeMap::new(),
+        flush_interval: Duration::from_millis(config.flush_interval_ms.max(1)),
+        max_in_flight: config.max_in_flight.max(1),
+    };
+    let result = pipeline.run(&shutdown).await;
+    pipeline.close().await;
+    match &result {
+        Ok(()) => health.set_not_ready("stopped"),
+        Err(error) => health.set_not_ready(format!("stopped: {error}")),
+    }
+    result
+}
+
+fn create_producer(
+    config: &TransformConfig,
+) -> Result<FutureProducer<ServiceContext>, TransformError> {
+    config
+        .kafka
+        .producer_config(SERVICE)?
+        .create_with_context(ServiceContext { service: SERVICE })
+        .map_err(|source| TransformError::Client {
+            client: "producer",
+            source,
+        })
+}
+
+/// A consumer of the raw topic. The cooperative-sticky assignor is the default (unless the
+/// config's Kafka properties name another) so a rebalance moves only the partitions that
+/// change owner, and the others keep their snapshot state.
+fn create_consumer(
+    config: &TransformConfig,
+) -> Result<StreamConsumer<TransformContext>, TransformError> {
+    let mut client_config = config.kafka.consumer_config(SERVICE, &config.group_id)?;
+    if client_config.get("partition.assignment.strategy").is_none() {
+        client_config.set("partition.assignment.strategy", "cooperative-sticky");
+    }
+    let context = TransformContext {
+        inner: ServiceContext { service: SERVICE },
+        revoked: Mutex::new(Vec::new()),
+    };
+    client_config
+        .create_with_context(context)
+        .map_err(|source| TransformError::Client {
+            client: "consumer",
+            source,
+        })
+}
+
+/// The consumer's context: [`ServiceContext`]'s logging, plus a note of every revoked
+/// partition for the pipeline to act on after `recv` returns.
+struct TransformContext {
+    inner: ServiceContext,
+    revoked: Mutex<Vec<i32>>,
+}
+
+impl TransformContext {
+    fn take_revoked(&self) -> Vec<i32> {
+        std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl ClientContext for TransformContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.inner.log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.inner.error(error, reason);
+    }
+}
+
+impl ConsumerContext for TransformContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                tracing::info!(service = SERVICE, partitions = list.count(), "assigned");
+            }
+            Rebalance::Revoke(list) => {
+                tracing::info!(service = SERVICE, partitions = list.count(), "revoked");
+                let partitions = list.elements().iter().map(|e| e.partition()).collect();
+                let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+                revoked.extend::<Vec<i32>>(partitions);
+            }
+            Rebalance::Error(error) => {
+                tracing::warn!(service = SERVICE, %error, "rebalance error");
+            }
+        }
+    }
+}
+
+/// The output topics' names and partition counts.
+struct OutputTopics {
+    license_state: (String, i32),
+    user_state: (String, i32),
+    dlq: (String, i32),
+}
+
+impl OutputTopics {
+    fn new(topics: &Topics, partitions: &BTreeMap<String, i32>) -> Self {
+        let with_count = |name: &String| (name.clone(), partitions.get(name).copied().unwrap_or(1));
+        Self {
+            license_state: with_count(&topics.license_state),
+            user_state: with_count(&topics.user_state),
+            dlq: with_count(&topics.dlq),
+        }
+    }
+
+    /// The topic's full name, its partition count and its metric label.
+    fn of(&self, target: Target) -> (&str, i32, &'static str) {
+        let ((name, count), label) = match target {
+            Target::LicenseState => (&self.license_state, metrics::TOPIC_LICENSE_STATE),
+            Target::UserState => (&self.user_state, metrics::TOPIC_USER_STATE),
+            Target::Dlq => (&self.dlq, metrics::TOPIC_DLQ),
+        };
+        (name, *count, label)
+    }
+}
+
+/// An output handed to the producer, awaiting the broker's acknowledgement.
+struct Pending {
+    delivery: DeliveryFuture,
+    topic: &'static str,
+    tombstone: bool,
+}
+
+struct Pipeline {
+    processor: Processor,
+    consumer: Arc<StreamConsumer<TransformContext>>,
+    producer: FutureProducer<ServiceContext>,
+    outputs: OutputTopics,
+    metrics: Metrics,
+    raw_topic: String,
+    in_flight: Vec<Pending>,
+    /// Last processed offset per owned partition.
+    processed: BTreeMap<i32, i64>,
+    /// Last committed offset per owned partition.
+    committed: BTreeMap<i32, i64>,
+    flush_interval: Duration,
+    max_in_flight: usize,
+}
+
+impl Pipeline {
+    /// Receives, processes and produces until shutdown, flushing on the way; then drains.
+    async fn run(&mut self, shutdown: &Shutdown) -> Result<(), TransformError> {
+        let consumer = Arc::clone(&self.consumer);
+        let mut next_flush = Instant::now() + self.flush_interval;
+        loop {
+            // Waiting for input ends at the next flush, so quiet topics still commit.
+            let received = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                received = time::timeout_at(next_flush, consumer.recv()) => received,
+            };
+            match received {
+                Ok(Ok(message)) => self.handle(&message).await?,
+                Ok(Err(error)) => self.receive_failed(error)?,
+                Err(_elapsed) => {}
+            }
+            self.forget_revoked();
+
+            if self.in_flight.len() >= self.max_in_flight || Instant::now() >= next_flush {
+                self.flush().await?;
+                next_flush = Instant::now() + self.flush_interval;
+            }
+        }
+        self.drain().await
+    }
+
+    /// Processes one event and hands its outputs to the producer. A full producer queue
+    /// holds this up, and with it the reading of input.
+    async fn handle(&mut self, message: &BorrowedMessage<'_>) -> Result<(), TransformError> {
+        let input = Input {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key(),
+            value: message.payload(),
+        };
+        for output in self.processor.process(input) {
+            self.produce(output, input.partition).await?;
+        }
+        self.processed.insert(input.partition, input.offset);
+        Ok(())
+    }
+
+    async fn produce(&mut self, output: Output, source: i32) -> Result<(), TransformError> {
+        let (topic, partitions, label) = self.outputs.of(output.target);
+        let partition = match &output.org_id {
+            Some(org) => kafka::partition_for(org, partitions),
+            None => source.rem_euclid(partitions.max(1)),
+        };
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).partition(partition);
+        if let Some(key) = &output.key {
+            record = record.key(key.as_slice());
+        }
+        if let Some(value) = &output.value {
+            record = record.payload(value.as_slice());
+        }
+        if !output.headers.is_empty() {
+            record = record.headers(headers(&output.headers));
+        }
+
+        let delivery = kafka::enqueue(&self.producer, record)
+            .await
+            .map_err(|source| TransformError::Delivery {
+                topic: label,
+                source,
+            })?;
+        self.in_flight.push(Pending {
+            delivery,
+            topic: label,
+            tombstone: output.is_tombstone(),
+        });
+        self.metrics.set_in_flight(self.in_flight.len());
+        Ok(())
+    }
+
+    /// A consumer error: fatal ones stop transform, the rest librdkafka recovers from.
+    fn receive_failed(&self, error: KafkaError) -> Result<(), TransformError> {
+        if matches!(error, KafkaError::MessageConsumptionFatal(_)) {
+            return Err(TransformError::Consume(error));
+        }
+        self.metrics.receive_failed();
+        tracing::warn!(%error, "consumer error; librdkafka retries");
+        Ok(())
+    }
+
+    /// Drops the state and offsets of partitions revoked during the last `recv`.
+    fn forget_revoked(&mut self) {
+        for partition in self.consumer.context().take_revoked() {
+            self.processor.revoke(partition);
+            self.processed.remove(&partition);
+            self.committed.remove(&partition);
+        }
+    }
+
+    /// Awaits every in-flight output, then commits what they make safe.
+    async fn flush(&mut self) -> Result<(), TransformError> {
+        let timer = self.metrics.flush_seconds().start_timer();
+        for pending in self.in_flight.drain(..) {
+            kafka::delivered(pending.delivery).await.map_err(|source| {
+                TransformError::Delivery {
+                    topic: pending.topic,
+                    source,
+                }
+            })?;
+            self.metrics.acknowledged(pending.topic, pending.tombstone);
+        }
+        self.metrics.set_in_flight(0);
+        self.commit().await;
+        timer.observe_duration();
+        Ok(())
+    }
+
+    /// Commits, per owned partition, the offset a restart must resume from, if it moved.
+    ///
+    /// A refused commit is not fatal: nothing is lost, the next flush commits again, and
+    /// until then a restart would only replay more.
+    async fn commit(&mut self) {
+        let mut list = TopicPartitionList::new();
+        let mut moved = Vec::new();
+        for (&partition, &last) in &self.processed {
+            let offset = self.processor.committable_offset(partition, last);
+            if self.committed.get(&partition) != Some(&offset) {
+                let added =
+                    list.add_partition_offset(&self.raw_topic, partition, Offset::Offset(offset));
+                if added.is_ok() {
+                    moved.push((partition, offset));
+                }
+            }
+        }
+        if moved.is_empty() {
+            return;
+        }
+
+        // A synchronous commit blocks its thread until the broker answers, so it runs on
+        // the blocking pool.
+        let consumer = Arc::clone(&self.consumer);
+        let committed =
+            tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync)).await;
+        match committed {
+            Ok(Ok(())) => {
+                self.metrics.committed();
+                self.committed.extend(moved);
+            }
+            Ok(Err(error)) => {
+                self.metrics.commit_failed();
+                tracing::warn!(%error, "offset commit refused; retrying at the next flush");
+            }
+            Err(panicked) => {
+                self.metrics.commit_failed();
+                tracing::warn!(error = %panicked, "offset commit task failed; retrying");
+            }
+        }
+    }
+
+    /// Flushes what is in flight within the drain deadline. Past it, the remainder is left
+    /// uncommitted for the next start to replay; nothing is lost, so this is not an error.
+    async fn drain(&mut self) -> Result<(), TransformError> {
+        tracing::info!(in_flight = self.in_flight.len(), "draining");
+        match time::timeout(DRAIN_DEADLINE, self.flush()).await {
+            Ok(flushed) => flushed?,
+            Err(_elapsed) => {
+                tracing::warn!(
+                    deadline_secs = DRAIN_DEADLINE.as_secs(),
+                    "drain deadline passed; the next start replays what is unacknowledged"
+                );
+            }
+        }
+        tracing::info!("transform stopped");
+        Ok(())
+    }
+
+    /// Leaves the consumer group and stops the producer. Both block while librdkafka says
+    /// goodbye to the broker (the producer drops what it still holds: never anything
+    /// committed), so they run on the blocking pool.
+    async fn close(self) {
+        let Pipeline {
+            consumer, producer, ..
+        } = self;
+        let closed = tokio::task::spawn_blocking(move || drop((consumer, producer))).await;
+        if let Err(error) = closed {
+            tracing::warn!(%error, "closing the Kafka clients failed");
+        }
+    }
+}
+
+fn headers(pairs: &[(&'static str, String)]) -> OwnedHeaders {
+    pairs.iter().fold(
+        OwnedHeaders::new_with_capacity(pairs.len()),
+        |headers, (key, value)| {
+            headers.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            })
+        },
+    )
+}

@@ -1,0 +1,653 @@
+//! The transform state machine: raw events in, seat-state and dead-letter outputs out.
+//!
+//! [`Processor`] is synchronous and does no I/O, so every rule of the transform is tested
+//! here without Kafka; the pipeline only feeds it events and ships what it returns.
+//!
+//! Per org it remembers which licences and users it has published (to tombstone the ones a
+//! full snapshot no longer contains), the assignment rows of the last assignment snapshots
+//! (to know which licences each user holds), the last state of each user (to re-publish it
+//! when only their assignments change), and the snapshots still open: per object, the sync
+//! being read, the offset of its first event, the ids seen so far and the assignment rows
+//! buffered until the snapshot's end marker says they are complete.
+//!
+//! Rules worth knowing:
+//! - Tombstones are written only at the end marker of a *complete* full snapshot: one whose
+//!   marker announces as many records as arrived. A record that was dead-lettered still
+//!   counts when its id can be read, and its id protects the thing from a tombstone; when
+//!   records are missing altogether the snapshot is applied like an incremental one, because
+//!   deleting seat state on partial evidence would be worse than keeping it one sync longer.
+//! - What a full snapshot is compared with is everything published since the previous full
+//!   snapshot, incremental additions included (a slight widening of "the previous full
+//!   snapshot", so that a licence first seen in an incremental sync is also removed when it
+//!   goes).
+//! - Incremental assignment snapshots can add or revoke an assignment but cannot delete one;
+//!   Salesforce does not report deleted rows, so only the next full snapshot removes them.
+//! - A record of a new sync for an object whose snapshot is still open means ingest started
+//!   over; the stale snapshot is discarded (what it published stays published, and is
+//!   remembered so that a later full snapshot can remove it).
+//! - Nothing here reads the clock: times come from the events, and maps iterate in key
+//!   order, so the same input always gives the same output bytes.
+//!
+//! Known shortcut: all of this lives in memory. After a restart, or when a partition moves
+//! to another instance, the state of earlier snapshots is gone, so a licence or user that
+//! vanishes in the first full snapshot afterwards gets no tombstone, and a user's
+//! assignment change is only published with the user's next record. Rebuilding the state
+//! from the compacted output topics at assignment time would close that gap. A second one:
+//! an open snapshot that never ends (an org dropped from ingest mid-sync) holds back its
+//! partition's committed offset until ingest syncs that object of that org again; a bound on
+//! how far an open snapshot may trail would be the fix.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use seatwatch_schemas::avro::AvroRecord;
+use seatwatch_schemas::records::{license_key, user_key};
+use seatwatch_schemas::salesforce::{
+    PackageLicenseRecord, PermissionSetLicenseAssignRecord, PermissionSetLicenseRecord, RecordId,
+    UserLicenseRecord, UserPackageLicenseRecord, UserRecord,
+};
+use seatwatch_schemas::{
+    EnvelopeKind, LicenseKind, LicenseState, RawEnvelope, SfObject, SnapshotEnd, SnapshotMode,
+    UserState,
+};
+use serde::de::DeserializeOwned;
+
+use crate::dlq::{self, ErrorClass, Rejection, Source};
+use crate::metrics::{Metrics, SnapshotOutcome};
+use crate::normalize::{self, Observed};
+use crate::validate;
+
+/// One event read from the raw topic.
+#[derive(Clone, Copy, Debug)]
+pub struct Input<'a> {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+/// Which output topic a message goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    LicenseState,
+    UserState,
+    Dlq,
+}
+
+/// One message to produce.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Output {
+    pub target: Target,
+    /// The org whose partition the message belongs in; `None` only for a dead letter whose
+    /// org cannot be read at all, which keeps its source partition number instead.
+    pub org_id: Option<String>,
+    /// The key. Optional because a dead letter keeps its original key, which may be null.
+    pub key: Option<Vec<u8>>,
+    /// The Avro value, the original bytes of a dead letter, or `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// Headers; only dead letters have any.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Output {
+    fn state(target: Target, org_id: &str, key: String, value: Vec<u8>) -> Self {
+        Self {
+            target,
+            org_id: Some(org_id.to_owned()),
+            key: Some(key.into_bytes()),
+            value: Some(value),
+            headers: Vec::new(),
+        }
+    }
+
+    fn tombstone(target: Target, org_id: &str, key: String) -> Self {
+        Self {
+            target,
+            org_id: Some(org_id.to_owned()),
+            key: Some(key.into_bytes()),
+            value: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Whether this is a tombstone on a state topic (a dead letter of a null value is not).
+    pub fn is_tombstone(&self) -> bool {
+        self.target != Target::Dlq && self.value.is_none()
+    }
+}
+
+/// The transform state machine. See the module documentation for its rules.
+#[derive(Debug)]
+pub struct Processor {
+    /// The raw topic's name, for dead-letter headers.
+    source_topic: String,
+    metrics: Metrics,
+    orgs: BTreeMap<String, OrgState>,
+}
+
+/// What the processor knows about one org.
+#[derive(Debug, Default)]
+struct OrgState {
+    /// The partition the org's events arrive on.
+    partition: i32,
+    /// Ids of the licences published since the last full snapshot, per licence object.
+    licenses: BTreeMap<SfObject, BTreeSet<String>>,
+    /// The last published state of each user, by user id.
+    users: BTreeMap<String, UserState>,
+    /// Assignment rows per assignment object.
+    assignments: BTreeMap<SfObject, Assignments>,
+    /// Snapshots whose end marker has not arrived yet, per object.
+    open: BTreeMap<SfObject, OpenSnapshot>,
+}
+
+/// The assignment rows of one assignment object, and who holds what.
+#[derive(Debug, Default)]
+struct Assignments {
+    /// Rows by assignment id.
+    rows: BTreeMap<String, Assignment>,
+    /// Licence ids per user, revoked rows excluded; derived from `rows`.
+    by_user: BTreeMap<String, BTreeSet<String>>,
+}
+
+#[derive(Clone, Debug)]
+struct Assignment {
+    user_id: String,
+    license_id: String,
+    revoked: bool,
+}
+
+impl Assignment {
+    /// A row; Salesforce leaves `IsRevoked` null on rows that were never revoked.
+    fn new(user_id: String, license_id: String, revoked: Option<bool>) -> Self {
+        Self {
+            user_id,
+            license_id,
+            revoked: revoked.unwrap_or(false),
+        }
+    }
+}
+
+/// A record event whose envelope is valid, on its way to a typed record.
+struct RecordEvent<'a> {
+    input: &'a Input<'a>,
+    envelope: &'a RawEnvelope,
+    /// The record's JSON as Salesforce returned it.
+    raw: &'a str,
+}
+
+impl RecordEvent<'_> {
+    /// The typed record, if it parses and the event's key names its id.
+    fn parse<T: DeserializeOwned>(&self, id: impl Fn(&T) -> &str) -> Result<T, Rejection> {
+        let record: T = validate::parse_record(self.envelope.object, self.raw)?;
+        check_key(self.input.key, &self.envelope.key(Some(id(&record))))?;
+        Ok(record)
+    }
+}
+
+/// One object's snapshot of one sync, from its first record to its end marker.
+#[derive(Debug)]
+struct OpenSnapshot {
+    sync_id: String,
+    partition: i32,
+    /// Offset of the snapshot's first event: a restart must replay from here to see it whole.
+    first_offset: i64,
+    /// Records with a readable id, dead-lettered ones included.
+    records: u64,
+    /// Ids of those records.
+    seen: BTreeSet<String>,
+    /// Valid assignment rows, applied at the end marker.
+    buffered: Vec<(String, Assignment)>,
+}
+
+impl OpenSnapshot {
+    fn new(sync_id: &str, partition: i32, first_offset: i64) -> Self {
+        Self {
+            sync_id: sync_id.to_owned(),
+            partition,
+            first_offset,
+            records: 0,
+            seen: BTreeSet::new(),
+            buffered: Vec::new(),
+        }
+    }
+}
+
+impl Processor {
+    /// A processor with no state. `source_topic` is the raw topic's full name.
+    pub fn new(source_topic: impl Into<String>, metrics: Metrics) -> Self {
+        Self {
+            source_topic: source_topic.into(),
+            metrics,
+            orgs: BTreeMap::new(),
+        }
+    }
+
+    /// Processes one event, returning what to produce, in order. Never fails: what cannot
+    /// be processed comes back as a dead letter.
+    pub fn process(&mut self, input: Input<'_>) -> Vec<Output> {
+        let envelope = match validate::parse_envelope(input.value) {
+            Ok(envelope) => envelope,
+            Err(rejection) => return vec![self.dead_letter(&input, None, None, rejection)],
+        };
+
+        let org = self.orgs.entry(envelope.org_id.clone()).or_default();
+        org.partition = input.partition;
+        let processed = match envelope.kind {
+            EnvelopeKind::Record => org.on_record(&input, &envelope, &self.metrics),
+            EnvelopeKind::SnapshotEnd => org.on_snapshot_end(&input, &envelope, &self.metrics),
+        };
+
+        match processed {
+            Ok(outputs) => {
+                self.metrics.record_ok(envelope.object);
+                outputs
+            }
+            Err(rejection) => {
+                let org = Some(envelope.org_id.as_str());
+                vec![self.dead_letter(&input, org, Some(envelope.object), rejection)]
+            }
+        }
+    }
+
+    /// The offset a restart must resume `partition` from, having processed it up to
+    /// `last_processed`: the first event of its oldest open snapshot, else the next event.
+    pub fn committable_offset(&self, partition: i32, last_processed: i64) -> i64 {
+        self.orgs
+            .values()
+            .flat_map(|org| org.open.values())
+            .filter(|snapshot| snapshot.partition == partition)
+            .map(|snapshot| snapshot.first_offset)
+            .fold(last_processed + 1, i64::min)
+    }
+
+    /// Forgets every org of `partition`, which another instance now owns.
+    pub fn revoke(&mut self, partition: i32) {
+        self.orgs.retain(|_, org| org.partition != partition);
+    }
+
+    fn dead_letter(
+        &self,
+        input: &Input<'_>,
+        org_id: Option<&str>,
+        object: Option<SfObject>,
+        rejection: Rejection,
+    ) -> Output {
+        self.metrics.record_dlq(object, rejection.class);
+        tracing::warn!(
+            partition = input.partition,
+            offset = input.offset,
+            error_class = rejection.class.as_str(),
+            reason = %rejection.message,
+            "event sent to the dead-letter topic"
+        );
+
+        let source = Source {
+            topic: &self.source_topic,
+            partition: input.partition,
+            offset: input.offset,
+        };
+        Output {
+            target: Target::Dlq,
+            org_id: org_id.map(str::to_owned).or_else(|| org_of_key(input.key)),
+            key: input.key.map(<[u8]>::to_vec),
+            value: input.value.map(<[u8]>::to_vec),
+            headers: dlq::headers(&rejection, source),
+        }
+    }
+}
+
+impl OrgState {
+    /// A record: counted in its object's open snapshot, then published or buffered.
+    fn on_record(
+        &mut self,
+        input: &Input<'_>,
+        envelope: &RawEnvelope,
+        metrics: &Metrics,
+    ) -> Result<Vec<Output>, Rejection> {
+        let Some(raw) = envelope.record.as_deref().map(|r| r.get()) else {
+            return Err(invalid_envelope(
+                "field record is missing, and kind is record",
+            ));
+        };
+
+        // Count the record before judging it, so a bad record still protects its id from
+        // a tombstone and the snapshot's completeness can be checked at its end.
+        let id = serde_json::from_str::<RecordId<'_>>(raw).ok().map(|r| r.id);
+        let snapshot = self.open_snapshot(input, envelope, metrics);
+        if let Some(id) = id {
+            snapshot.records += 1;
+            snapshot.seen.insert(id.into_owned());
+        }
+
+        let event = RecordEvent {
+            input,
+            envelope,
+            raw,
+        };
+        let observed = Observed {
+            org_id: &envelope.org_id,
+            sync_id: &envelope.sync_id,
+            at_ms: envelope.fetched_at.timestamp_millis(),
+        };
+        match envelope.object {
+            SfObject::UserLicense => {
+                let record = event.parse(|r: &UserLicenseRecord| &r.id)?;
+                license_output(normalize::user_license(observed, &record))
+            }
+            SfObject::PermissionSetLicense => {
+                let record = event.parse(|r: &PermissionSetLicenseRecord| &r.id)?;
+                license_output(normalize::permission_set_license(observed, &record))
+            }
+            SfObject::PackageLicense => {
+                let record = event.parse(|r: &PackageLicenseRecord| &r.id)?;
+                license_output(normalize::package_license(observed, &record)?)
+            }
+            SfObject::PermissionSetLicenseAssign => {
+                let r = event.parse(|r: &PermissionSetLicenseAssignRecord| &r.id)?;
+                let row = Assignment::new(r.assignee_id, r.permission_set_license_id, r.is_revoked);
+                self.buffer(envelope.object, r.id, row);
+                Ok(Vec::new())
+            }
+            SfObject::UserPackageLicense => {
+                let r = event.parse(|r: &UserPackageLicenseRecord| &r.id)?;
+                let row = Assignment::new(r.user_id, r.package_license_id, r.is_revoked);
+                self.buffer(envelope.object, r.id, row);
+                Ok(Vec::new())
+            }
+            SfObject::User => {
+                let record = event.parse(|r: &UserRecord| &r.id)?;
+                self.on_user(observed, &record)
+            }
+        }
+    }
+
+    /// Publishes a user with the licences their assignments give them right now.
+    fn on_user(
+        &mut self,
+        observed: Observed<'_>,
+        record: &UserRecord,
+    ) -> Result<Vec<Output>, Rejection> {
+        let permission_sets = self.holdings(SfObject::PermissionSetLicenseAssign, &record.id);
+        let packages = self.holdings(SfObject::UserPackageLicense, &record.id);
+        let state = normalize::user_state(observed, record, permission_sets, packages);
+        let output = user_output(&state)?;
+        self.users.insert(record.id.clone(), state);
+        Ok(vec![output])
+    }
+
+    /// The open snapshot of the record's object and sync, opening it if needed and
+    /// discarding one of an older sync.
+    fn open_snapshot(
+        &mut self,
+        input: &Input<'_>,
+        envelope: &RawEnvelope,
+        metrics: &Metrics,
+    ) -> &mut OpenSnapshot {
+        let object = envelope.object;
+        let current = self.open.get(&object).map(|s| s.sync_id.as_str());
+        if current.is_some_and(|sync| sync != envelope.sync_id) {
+            self.discard(object, &envelope.sync_id, metrics);
+        }
+        self.open
+            .entry(object)
+            .or_insert_with(|| OpenSnapshot::new(&envelope.sync_id, input.partition, input.offset))
+    }
+
+    /// Drops the open snapshot of `object`, which a newer sync has overtaken. The licences
+    /// it published are remembered so that a later full snapshot can remove them.
+    fn discard(&mut self, object: SfObject, newer_sync: &str, metrics: &Metrics) {
+        let Some(stale) = self.open.remove(&object) else {
+            return;
+        };
+        metrics.snapshot(object, SnapshotOutcome::Discarded);
+        tracing::warn!(
+            object = object.as_str(),
+            stale_sync = %stale.sync_id,
+            sync = newer_sync,
+            records = stale.records,
+            "a newer sync began before this snapshot ended; discarding the unfinished snapshot"
+        );
+        if license_kind(object).is_some() {
+            self.licenses.entry(object).or_default().extend(stale.seen);
+        }
+    }
+
+    fn buffer(&mut self, object: SfObject, id: String, row: Assignment) {
+        if let Some(snapshot) = self.open.get_mut(&object) {
+            snapshot.buffered.push((id, row));
+        }
+    }
+
+    fn holdings(&self, object: SfObject, user_id: &str) -> Vec<String> {
+        self.assignments
+            .get(&object)
+            .and_then(|a| a.by_user.get(user_id))
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// An end marker: the snapshot is applied, with tombstones if it is a complete full one.
+    fn on_snapshot_end(
+        &mut self,
+        input: &Input<'_>,
+        envelope: &RawEnvelope,
+        metrics: &Metrics,
+    ) -> Result<Vec<Output>, Rejection> {
+        let Some(end) = envelope.snapshot.as_ref() else {
+            return Err(invalid_envelope(
+                "field snapshot is missing, and kind is snapshot_end",
+            ));
+        };
+        check_key(input.key, &envelope.key(None))?;
+
+        let object = envelope.object;
+        let current = self.open.get(&object).map(|s| s.sync_id.as_str());
+        if current.is_some_and(|sync| sync != envelope.sync_id) {
+            self.discard(object, &envelope.sync_id, metrics);
+        }
+        let snapshot = self
+            .open
+            .remove(&object)
+            .unwrap_or_else(|| OpenSnapshot::new(&envelope.sync_id, input.partition, input.offset));
+        let full = snapshot_outcome(object, envelope, end, &snapshot, metrics);
+
+        let org_id = envelope.org_id.as_str();
+        match (object, license_kind(object)) {
+            (_, Some(kind)) => Ok(self.close_licenses(org_id, object, kind, snapshot, full)),
+            (SfObject::User, None) => Ok(self.close_users(org_id, snapshot, full)),
+            (_, None) => self.close_assignments(org_id, object, snapshot, full),
+        }
+    }
+
+    /// Tombstones, for a full snapshot, the licences it lacks; remembers the ones it has.
+    fn close_licenses(
+        &mut self,
+        org_id: &str,
+        object: SfObject,
+        kind: LicenseKind,
+        snapshot: OpenSnapshot,
+        full: bool,
+    ) -> Vec<Output> {
+        let known = self.licenses.entry(object).or_default();
+        if !full {
+            known.extend(snapshot.seen);
+            return Vec::new();
+        }
+        let gone = std::mem::replace(known, snapshot.seen);
+        gone.into_iter()
+            .filter(|id| !known.contains(id))
+            .map(|id| {
+                let key = license_key(org_id, kind, &id);
+                Output::tombstone(Target::LicenseState, org_id, key)
+            })
+            .collect()
+    }
+
+    /// Tombstones, for a full snapshot, the users it lacks.
+    fn close_users(&mut self, org_id: &str, snapshot: OpenSnapshot, full: bool) -> Vec<Output> {
+        if !full {
+            return Vec::new();
+        }
+        let gone: Vec<String> = self
+            .users
+            .keys()
+            .filter(|id| !snapshot.seen.contains(*id))
+            .cloned()
+            .collect();
+        gone.into_iter()
+            .map(|id| {
+                self.users.remove(&id);
+                Output::tombstone(Target::UserState, org_id, user_key(org_id, &id))
+            })
+            .collect()
+    }
+
+    /// Applies the buffered assignment rows (replacing all rows for a full snapshot) and
+    /// re-publishes every known user whose licences changed.
+    fn close_assignments(
+        &mut self,
+        org_id: &str,
+        object: SfObject,
+        snapshot: OpenSnapshot,
+        full: bool,
+    ) -> Result<Vec<Output>, Rejection> {
+        let assignments = self.assignments.entry(object).or_default();
+        if full {
+            // Rows that arrived but were dead-lettered keep their previous value.
+            let mut rows: BTreeMap<String, Assignment> = snapshot
+                .seen
+                .iter()
+                .filter_map(|id| Some((id.clone(), assignments.rows.get(id)?.clone())))
+                .collect();
+            rows.extend(snapshot.buffered);
+            assignments.rows = rows;
+        } else {
+            assignments.rows.extend(snapshot.buffered);
+        }
+        let before = std::mem::replace(&mut assignments.by_user, index(&assignments.rows));
+
+        let after = &assignments.by_user;
+        let changed: BTreeSet<&String> = before
+            .keys()
+            .chain(after.keys())
+            .filter(|user| before.get(*user) != after.get(*user))
+            .collect();
+        let mut outputs = Vec::new();
+        for user_id in changed {
+            let Some(state) = self.users.get_mut(user_id) else {
+                continue;
+            };
+            let held = after.get(user_id).into_iter().flatten().cloned().collect();
+            match object {
+                SfObject::UserPackageLicense => state.package_licenses = held,
+                _ => state.permission_set_licenses = held,
+            }
+            let value = encode(&*state)?;
+            outputs.push(Output::state(Target::UserState, org_id, state.key(), value));
+        }
+        Ok(outputs)
+    }
+}
+
+/// Decides whether a snapshot is a complete full one, counting and logging the outcome.
+fn snapshot_outcome(
+    object: SfObject,
+    envelope: &RawEnvelope,
+    end: &SnapshotEnd,
+    snapshot: &OpenSnapshot,
+    metrics: &Metrics,
+) -> bool {
+    let outcome = match end.mode {
+        SnapshotMode::Incremental => SnapshotOutcome::Incremental,
+        SnapshotMode::Full if snapshot.records == end.records => SnapshotOutcome::Full,
+        SnapshotMode::Full => SnapshotOutcome::Incomplete,
+    };
+    metrics.snapshot(object, outcome);
+    if outcome == SnapshotOutcome::Incomplete {
+        tracing::warn!(
+            org_id = %envelope.org_id,
+            object = object.as_str(),
+            sync = %envelope.sync_id,
+            announced = end.records,
+            arrived = snapshot.records,
+            "full snapshot is missing records; applied without tombstones"
+        );
+    }
+    outcome == SnapshotOutcome::Full
+}
+
+/// Licence ids per user from assignment rows, revoked rows excluded.
+fn index(rows: &BTreeMap<String, Assignment>) -> BTreeMap<String, BTreeSet<String>> {
+    let mut by_user: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for row in rows.values().filter(|row| !row.revoked) {
+        by_user
+            .entry(row.user_id.clone())
+            .or_default()
+            .insert(row.license_id.clone());
+    }
+    by_user
+}
+
+/// The licence kind an object describes, if it is a licence object.
+fn license_kind(object: SfObject) -> Option<LicenseKind> {
+    match object {
+        SfObject::UserLicense => Some(LicenseKind::User),
+        SfObject::PermissionSetLicense => Some(LicenseKind::PermissionSet),
+        SfObject::PackageLicense => Some(LicenseKind::Package),
+        _ => None,
+    }
+}
+
+fn license_output(state: LicenseState) -> Result<Vec<Output>, Rejection> {
+    let value = encode(&state)?;
+    let output = Output::state(Target::LicenseState, &state.org_id, state.key(), value);
+    Ok(vec![output])
+}
+
+fn user_output(state: &UserState) -> Result<Output, Rejection> {
+    let value = encode(state)?;
+    Ok(Output::state(
+        Target::UserState,
+        &state.org_id,
+        state.key(),
+        value,
+    ))
+}
+
+fn encode<T: AvroRecord>(value: &T) -> Result<Vec<u8>, Rejection> {
+    value.to_avro().map_err(|error| {
+        tracing::error!(%error, "seat state does not fit its own schema");
+        let message = format!("the seat state built from this record does not encode: {error}");
+        Rejection::new(ErrorClass::EncodeFailed, message)
+    })
+}
+
+fn invalid_envelope(message: &str) -> Rejection {
+    Rejection::new(ErrorClass::InvalidEnvelope, message)
+}
+
+/// Checks the event's key against the one its envelope implies.
+fn check_key(key: Option<&[u8]>, expected: &str) -> Result<(), Rejection> {
+    match key {
+        Some(key) if key == expected.as_bytes() => Ok(()),
+        Some(key) => {
+            let shown: String = String::from_utf8_lossy(key).chars().take(200).collect();
+            let message = format!("the key is {shown:?}, but the envelope implies {expected:?}");
+            Err(Rejection::new(ErrorClass::KeyMismatch, message))
+        }
+        None => {
+            let message = format!("the key is null, but the envelope implies {expected:?}");
+            Err(Rejection::new(ErrorClass::KeyMismatch, message))
+        }
+    }
+}
+
+/// The org segment of a raw key (`org/object/id`), for placing a dead letter whose
+/// envelope cannot be read.
+fn org_of_key(key: Option<&[u8]>) -> Option<String> {
+    let text = std::str::from_utf8(key?).ok()?;
+    let org = text.split('/').next()?;
+    (!org.is_empty()).then(|| org.to_owned())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,931 @@
+//! Tests of the processor's rules, fed with real-shaped Salesforce records.
+
+use chrono::{DateTime, Utc};
+use prometheus::Registry;
+use seatwatch_schemas::{LicenseStatus, SnapshotEnd};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::dlq::{
+    HEADER_ERROR_CLASS, HEADER_ERROR_MESSAGE, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION,
+    HEADER_SOURCE_TOPIC, HEADER_STAGE,
+};
+
+const ORG: &str = "00D5g000004XyZwEAK";
+const OTHER_ORG: &str = "00D5g000007OtHeRAA";
+const RAW_TOPIC: &str = "test.salesforce.usage.raw";
+/// 2024-05-01T12:00:00Z, the `fetched_at` of every test sync.
+const FETCHED_MS: i64 = 1_714_564_800_000;
+
+macro_rules! fixture {
+    ($file:literal) => {
+        records(include_str!(concat!(
+            "../../../fixtures/salesforce/",
+            $file
+        )))
+    };
+}
+
+fn records(text: &str) -> Vec<Value> {
+    let document: Value = serde_json::from_str(text).unwrap();
+    document["body"]["records"].as_array().unwrap().clone()
+}
+
+fn user_licenses() -> Vec<Value> {
+    let mut all = fixture!("query_userlicense_page1.json");
+    all.extend(fixture!("query_userlicense_page2.json"));
+    all
+}
+
+/// One sync of one org, as ingest would write it.
+#[derive(Clone, Copy)]
+struct Sync {
+    org: &'static str,
+    id: &'static str,
+}
+
+const SYNC_1: Sync = Sync {
+    org: ORG,
+    id: "sync-1",
+};
+const SYNC_2: Sync = Sync {
+    org: ORG,
+    id: "sync-2",
+};
+const SYNC_3: Sync = Sync {
+    org: ORG,
+    id: "sync-3",
+};
+
+impl Sync {
+    fn envelope(
+        self,
+        object: SfObject,
+        record: Option<&Value>,
+        end: Option<SnapshotEnd>,
+    ) -> Vec<u8> {
+        let envelope = RawEnvelope {
+            org_id: self.org.into(),
+            sync_id: self.id.into(),
+            object,
+            fetched_at: DateTime::<Utc>::from_timestamp_millis(FETCHED_MS).unwrap(),
+            api_version: "62.0".into(),
+            kind: if end.is_some() {
+                EnvelopeKind::SnapshotEnd
+            } else {
+                EnvelopeKind::Record
+            },
+            record: record.map(|r| RawValue::from_string(r.to_string()).unwrap()),
+            snapshot: end,
+        };
+        serde_json::to_vec(&envelope).unwrap()
+    }
+
+    fn record_key(self, object: SfObject, record: &Value) -> String {
+        format!("{}/{object}/{}", self.org, record["Id"].as_str().unwrap())
+    }
+}
+
+/// A processor fed events of one partition at consecutive offsets.
+struct Feed {
+    processor: Processor,
+    partition: i32,
+    next_offset: i64,
+}
+
+impl Feed {
+    fn new() -> Self {
+        let metrics = Metrics::new(&Registry::new()).unwrap();
+        Self {
+            processor: Processor::new(RAW_TOPIC, metrics),
+            partition: 0,
+            next_offset: 0,
+        }
+    }
+
+    fn send(&mut self, key: Option<&[u8]>, value: Option<&[u8]>) -> Vec<Output> {
+        let input = Input {
+            partition: self.partition,
+            offset: self.next_offset,
+            key,
+            value,
+        };
+        self.next_offset += 1;
+        self.processor.process(input)
+    }
+
+    fn record(&mut self, sync: Sync, object: SfObject, record: &Value) -> Vec<Output> {
+        let key = sync.record_key(object, record);
+        let value = sync.envelope(object, Some(record), None);
+        self.send(Some(key.as_bytes()), Some(&value))
+    }
+
+    fn end(&mut self, sync: Sync, object: SfObject, mode: SnapshotMode, n: u64) -> Vec<Output> {
+        let key = format!("{}/{object}", sync.org);
+        let end = SnapshotEnd { mode, records: n };
+        let value = sync.envelope(object, None, Some(end));
+        self.send(Some(key.as_bytes()), Some(&value))
+    }
+
+    /// Every record, then the end marker; the outputs of all of them.
+    fn snapshot(
+        &mut self,
+        sync: Sync,
+        object: SfObject,
+        mode: SnapshotMode,
+        records: &[Value],
+    ) -> Vec<Output> {
+        let mut outputs: Vec<Output> = records
+            .iter()
+            .flat_map(|r| self.record(sync, object, r))
+            .collect();
+        outputs.extend(self.end(sync, object, mode, records.len() as u64));
+        outputs
+    }
+
+    fn full(&mut self, sync: Sync, object: SfObject, records: &[Value]) -> Vec<Output> {
+        self.snapshot(sync, object, SnapshotMode::Full, records)
+    }
+
+    fn last_offset(&self) -> i64 {
+        self.next_offset - 1
+    }
+}
+
+fn key(output: &Output) -> &str {
+    std::str::from_utf8(output.key.as_deref().unwrap()).unwrap()
+}
+
+fn license(output: &Output) -> LicenseState {
+    assert_eq!(output.target, Target::LicenseState);
+    LicenseState::from_avro(output.value.as_deref().unwrap()).unwrap()
+}
+
+fn user(output: &Output) -> UserState {
+    assert_eq!(output.target, Target::UserState);
+    UserState::from_avro(output.value.as_deref().unwrap()).unwrap()
+}
+
+fn find<'a>(outputs: &'a [Output], wanted: &str) -> &'a Output {
+    outputs
+        .iter()
+        .find(|o| key(o) == wanted)
+        .unwrap_or_else(|| panic!("no output keyed {wanted}"))
+}
+
+fn tombstone_keys(outputs: &[Output]) -> Vec<&str> {
+    outputs
+        .iter()
+        .filter(|o| o.is_tombstone())
+        .map(key)
+        .collect()
+}
+
+fn header<'a>(output: &'a Output, name: &str) -> &'a str {
+    output
+        .headers
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no header {name}"))
+}
+
+fn sorted(ids: &[&str]) -> Vec<String> {
+    ids.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn user_licenses_normalise() {
+    let mut feed = Feed::new();
+    let outputs = feed.full(SYNC_1, SfObject::UserLicense, &user_licenses());
+    assert_eq!(outputs.len(), 6);
+    assert!(outputs.iter().all(|o| o.org_id.as_deref() == Some(ORG)));
+
+    let salesforce = license(find(&outputs, &format!("{ORG}/user/1005g0000000001AAA")));
+    assert_eq!(
+        salesforce,
+        LicenseState {
+            org_id: ORG.into(),
+            kind: LicenseKind::User,
+            license_id: "1005g0000000001AAA".into(),
+            name: "Salesforce".into(),
+            label: "Salesforce".into(),
+            definition_key: Some("SFDC".into()),
+            status: LicenseStatus::Active,
+            total: Some(150),
+            used: 142,
+            available: Some(8),
+            utilization: Some(142.0 / 150.0),
+            expires_at: None,
+            observed_at: FETCHED_MS,
+            sync_id: "sync-1".into(),
+        }
+    );
+
+    let empty_pool = license(find(&outputs, &format!("{ORG}/user/1005g0000000006AAA")));
+    assert_eq!(
+        (
+            empty_pool.total,
+            empty_pool.available,
+            empty_pool.utilization
+        ),
+        (Some(0), Some(0), None)
+    );
+    let disabled = license(find(&outputs, &format!("{ORG}/user/1005g0000000005AAA")));
+    assert_eq!(disabled.status, LicenseStatus::Disabled);
+}
+
+#[test]
+fn user_licence_label_falls_back_to_name() {
+    let mut feed = Feed::new();
+    let mut record = user_licenses().remove(0);
+    record["MasterLabel"] = Value::Null;
+    let outputs = feed.record(SYNC_1, SfObject::UserLicense, &record);
+    assert_eq!(license(&outputs[0]).label, "Salesforce");
+}
+
+#[test]
+fn package_site_licence_has_no_total_and_expiry_is_kept() {
+    let mut feed = Feed::new();
+    let outputs = feed.full(
+        SYNC_1,
+        SfObject::PackageLicense,
+        &fixture!("query_packagelicense.json"),
+    );
+    assert_eq!(outputs.len(), 5);
+
+    let site = license(find(&outputs, &format!("{ORG}/package/0505g0000000002AAA")));
+    assert_eq!(site.kind, LicenseKind::Package);
+    assert_eq!(
+        (site.name.as_str(), site.label.as_str()),
+        ("northdocs", "northdocs")
+    );
+    assert_eq!((site.total, site.used), (None, 312));
+    assert_eq!((site.available, site.utilization), (None, None));
+    assert_eq!((site.definition_key, site.expires_at), (None, None));
+
+    let seats = license(find(&outputs, &format!("{ORG}/package/0505g0000000001AAA")));
+    assert_eq!((seats.total, seats.available), (Some(50), Some(2)));
+    assert_eq!(seats.utilization, Some(0.96));
+    assert_eq!(seats.expires_at, Some(1_751_241_600_000));
+    let trial = license(find(&outputs, &format!("{ORG}/package/0505g0000000003AAA")));
+    assert_eq!(trial.status, LicenseStatus::Trial);
+}
+
+#[test]
+fn permission_set_licence_dates_are_midnight_utc_and_over_assignment_is_negative() {
+    let mut feed = Feed::new();
+    let mut psls = fixture!("query_permissionsetlicense.json");
+    psls[1]["UsedLicenses"] = json!(12);
+    let outputs = feed.full(SYNC_1, SfObject::PermissionSetLicense, &psls);
+
+    let identity = license(find(
+        &outputs,
+        &format!("{ORG}/permission-set/0PL5g0000000002GAA"),
+    ));
+    assert_eq!(identity.kind, LicenseKind::PermissionSet);
+    assert_eq!(identity.name, "IdentityConnect");
+    assert_eq!(identity.label, "Identity Connect");
+    assert_eq!(identity.definition_key.as_deref(), Some("IdentityConnect"));
+    assert_eq!(identity.expires_at, Some(1_738_281_600_000));
+    assert_eq!((identity.total, identity.used), (Some(10), 12));
+    assert_eq!(
+        (identity.available, identity.utilization),
+        (Some(-2), Some(1.2))
+    );
+
+    let cpq = license(find(
+        &outputs,
+        &format!("{ORG}/permission-set/0PL5g0000000001GAA"),
+    ));
+    assert_eq!(cpq.expires_at, None);
+}
+
+#[test]
+fn full_snapshot_tombstones_a_missing_licence() {
+    let mut feed = Feed::new();
+    let all = user_licenses();
+    assert!(tombstone_keys(&feed.full(SYNC_1, SfObject::UserLicense, &all)).is_empty());
+
+    let outputs = feed.full(SYNC_2, SfObject::UserLicense, &all[..4]);
+    assert_eq!(outputs.len(), 6);
+    assert_eq!(
+        tombstone_keys(&outputs),
+        vec![
+            format!("{ORG}/user/1005g0000000005AAA"),
+            format!("{ORG}/user/1005g0000000006AAA"),
+        ]
+    );
+    let tombstone = outputs.last().unwrap();
+    assert_eq!(
+        (tombstone.target, &tombstone.value),
+        (Target::LicenseState, &None)
+    );
+
+    // Once removed, a licence is not removed again.
+    let outputs = feed.full(SYNC_3, SfObject::UserLicense, &all[..4]);
+    assert!(tombstone_keys(&outputs).is_empty());
+}
+
+#[test]
+fn tombstones_stay_within_their_object_kind() {
+    let mut feed = Feed::new();
+    feed.full(SYNC_1, SfObject::UserLicense, &user_licenses());
+    let packages = fixture!("query_packagelicense.json");
+    feed.full(SYNC_1, SfObject::PackageLicense, &packages);
+
+    let outputs = feed.full(SYNC_2, SfObject::PackageLicense, &packages[1..]);
+    assert_eq!(
+        tombstone_keys(&outputs),
+        vec![format!("{ORG}/package/0505g0000000001AAA")]
+    );
+}
+
+#[test]
+fn incremental_snapshots_never_tombstone() {
+    let mut feed = Feed::new();
+    let all = user_licenses();
+    feed.full(SYNC_1, SfObject::UserLicense, &all);
+
+    let outputs = feed.snapshot(
+        SYNC_2,
+        SfObject::UserLicense,
+        SnapshotMode::Incremental,
+        &all[..1],
+    );
+    assert_eq!(outputs.len(), 1);
+    assert!(tombstone_keys(&outputs).is_empty());
+
+    // The next full snapshot still compares with everything published.
+    let outputs = feed.full(SYNC_3, SfObject::UserLicense, &all[..5]);
+    assert_eq!(
+        tombstone_keys(&outputs),
+        vec![format!("{ORG}/user/1005g0000000006AAA")]
+    );
+}
+
+#[test]
+fn licence_added_incrementally_is_removed_by_the_next_full_snapshot() {
+    let mut feed = Feed::new();
+    let all = user_licenses();
+    feed.full(SYNC_1, SfObject::UserLicense, &all[..5]);
+    let incremental = SnapshotMode::Incremental;
+    feed.snapshot(SYNC_2, SfObject::UserLicense, incremental, &all[5..]);
+
+    let outputs = feed.full(SYNC_3, SfObject::UserLicense, &all[..5]);
+    assert_eq!(
+        tombstone_keys(&outputs),
+        vec![format!("{ORG}/user/1005g0000000006AAA")]
+    );
+}
+
+#[test]
+fn user_missing_from_full_snapshot_is_tombstoned() {
+    let mut feed = Feed::new();
+    let users = fixture!("query_user_with_profile_license.json");
+    feed.full(SYNC_1, SfObject::User, &users);
+
+    let outputs = feed.full(SYNC_2, SfObject::User, &users[..5]);
+    assert_eq!(
+        tombstone_keys(&outputs),
+        vec![format!("{ORG}/0055g00000GuEsTAAV")]
+    );
+    assert_eq!(outputs.last().unwrap().target, Target::UserState);
+
+    let incremental = SnapshotMode::Incremental;
+    let outputs = feed.snapshot(SYNC_3, SfObject::User, incremental, &users[..1]);
+    assert!(tombstone_keys(&outputs).is_empty());
+}
+
+#[test]
+fn users_carry_sorted_assignments_and_profile_licence() {
+    let mut feed = Feed::new();
+    let mut assigns = fixture!("query_permissionsetlicenseassign.json");
+    assigns.reverse();
+    feed.full(SYNC_1, SfObject::PermissionSetLicenseAssign, &assigns);
+    let packages = fixture!("query_userpackagelicense.json");
+    feed.full(SYNC_1, SfObject::UserPackageLicense, &packages);
+    let outputs = feed.full(
+        SYNC_1,
+        SfObject::User,
+        &fixture!("query_user_with_profile_license.json"),
+    );
+    assert_eq!(outputs.len(), 6);
+
+    let avery = user(find(&outputs, &format!("{ORG}/0055g00000QrStUAAV")));
+    assert_eq!(
+        avery,
+        UserState {
+            org_id: ORG.into(),
+            user_id: "0055g00000QrStUAAV".into(),
+            username: "avery.example@northwind-demo.example".into(),
+            active: true,
+            user_type: "Standard".into(),
+            profile_name: Some("Standard User".into()),
+            user_license_id: None,
+            user_license: Some("Salesforce".into()),
+            license_definition_key: None,
+            last_login_at: Some(1_714_464_723_000),
+            permission_set_licenses: sorted(&["0PL5g0000000001GAA", "0PL5g0000000002GAA"]),
+            package_licenses: sorted(&["0505g0000000001AAA"]),
+            observed_at: FETCHED_MS,
+            sync_id: "sync-1".into(),
+        }
+    );
+    let casey = user(find(&outputs, &format!("{ORG}/0055g00000NeVeRAAV")));
+    assert_eq!(casey.last_login_at, None);
+    assert!(casey.permission_set_licenses.is_empty() && casey.package_licenses.is_empty());
+    let guest = user(find(&outputs, &format!("{ORG}/0055g00000GuEsTAAV")));
+    assert_eq!(guest.user_type, "Guest");
+}
+
+#[test]
+fn user_type_defaults_to_standard() {
+    let mut feed = Feed::new();
+    let mut record = fixture!("query_user_with_profile_license.json").remove(0);
+    record["UserType"] = Value::Null;
+    record["Profile"] = Value::Null;
+    let state = user(&feed.record(SYNC_1, SfObject::User, &record)[0]);
+    assert_eq!(state.user_type, "Standard");
+    assert_eq!((state.profile_name, state.user_license), (None, None));
+}
+
+fn assign(id: &str, user_id: &str, license_id: &str, revoked: Option<bool>) -> Value {
+    json!({
+        "attributes": {"type": "PermissionSetLicenseAssign"},
+        "Id": id,
+        "AssigneeId": user_id,
+        "PermissionSetLicenseId": license_id,
+        "IsRevoked": revoked,
+    })
+}
+
+#[test]
+fn assignment_change_reemits_the_user_sorted_and_without_revoked() {
+    let mut feed = Feed::new();
+    let assigns = fixture!("query_permissionsetlicenseassign.json");
+    feed.full(SYNC_1, SfObject::PermissionSetLicenseAssign, &assigns);
+    feed.full(SYNC_1, SfObject::UserPackageLicense, &[]);
+    let users = fixture!("query_user_with_profile_license.json");
+    feed.full(SYNC_1, SfObject::User, &users);
+
+    // Avery gains a third licence, listed first; the integration user's only one is
+    // revoked; Blake (no assignments either time) must not be re-emitted.
+    let avery = "0055g00000QrStUAAV";
+    let integration = "0055g00000AbCdEAAV";
+    let next = vec![
+        assign(
+            "2LA5g0000000009GAA",
+            avery,
+            "0PL5g0000000003GAA",
+            Some(false),
+        ),
+        assign(
+            "2LA5g0000000001GAA",
+            integration,
+            "0PL5g0000000001GAA",
+            Some(true),
+        ),
+        assigns[1].clone(),
+        assigns[2].clone(),
+    ];
+    let outputs = feed.full(SYNC_2, SfObject::PermissionSetLicenseAssign, &next);
+
+    let keys: Vec<&str> = outputs.iter().map(key).collect();
+    assert_eq!(
+        keys,
+        vec![format!("{ORG}/{integration}"), format!("{ORG}/{avery}")]
+    );
+    let integration_state = user(&outputs[0]);
+    assert!(integration_state.permission_set_licenses.is_empty());
+    let avery_state = user(&outputs[1]);
+    assert_eq!(
+        avery_state.permission_set_licenses,
+        sorted(&[
+            "0PL5g0000000001GAA",
+            "0PL5g0000000002GAA",
+            "0PL5g0000000003GAA"
+        ])
+    );
+    // The re-emitted state is still the user record's observation.
+    assert_eq!(avery_state.sync_id, "sync-1");
+
+    // The same assignments again change nothing.
+    let outputs = feed.full(SYNC_3, SfObject::PermissionSetLicenseAssign, &next);
+    assert!(outputs.is_empty());
+}
+
+#[test]
+fn assignment_change_for_an_unknown_user_emits_nothing() {
+    let mut feed = Feed::new();
+    let assigns = fixture!("query_permissionsetlicenseassign.json");
+    let outputs = feed.full(SYNC_1, SfObject::PermissionSetLicenseAssign, &assigns);
+    assert!(outputs.is_empty());
+}
+
+#[test]
+fn package_assignment_removed_by_full_snapshot_reemits_the_user() {
+    let mut feed = Feed::new();
+    let packages = fixture!("query_userpackagelicense.json");
+    feed.full(SYNC_1, SfObject::UserPackageLicense, &packages);
+    let users = fixture!("query_user_with_profile_license.json");
+    feed.full(SYNC_1, SfObject::User, &users);
+
+    let outputs = feed.full(SYNC_2, SfObject::UserPackageLicense, &packages[1..]);
+    assert_eq!(outputs.len(), 1);
+    let avery = user(&outputs[0]);
+    assert_eq!(avery.user_id, "0055g00000QrStUAAV");
+    assert!(avery.package_licenses.is_empty());
+}
+
+#[test]
+fn stale_open_snapshot_is_discarded() {
+    let mut feed = Feed::new();
+    let all = user_licenses();
+    feed.full(SYNC_1, SfObject::UserLicense, &all[..3]);
+    let after_first = feed.last_offset();
+
+    // Sync 2 publishes two licences, one of them new, then ingest restarts.
+    feed.record(SYNC_2, SfObject::UserLicense, &all[0]);
+    feed.record(SYNC_2, SfObject::UserLicense, &all[3]);
+    assert_eq!(
+        feed.processor.committable_offset(0, feed.last_offset()),
+        after_first + 1
+    );
+
+    // Sync 3 starts over and finds only the first licence.
+    let outputs = feed.full(SYNC_3, SfObject::UserLicense, &all[..1]);
+    assert_eq!(
+        tombstone_keys(&outputs),
+        vec![
+            format!("{ORG}/user/1005g0000000002AAA"),
+            format!("{ORG}/user/1005g0000000003AAA"),
+            format!("{ORG}/user/1005g0000000004AAA"),
+        ]
+    );
+    let last = feed.last_offset();
+    assert_eq!(feed.processor.committable_offset(0, last), last + 1);
+}
+
+#[test]
+fn marker_of_a_new_sync_discards_the_stale_snapshot() {
+    let mut feed = Feed::new();
+    let all = user_licenses();
+    feed.full(SYNC_1, SfObject::UserLicense, &all[..2]);
+    feed.record(SYNC_2, SfObject::UserLicense, &all[0]);
+
+    // Sync 3 finds no user licences at all: a complete, empty full snapshot.
+    let outputs = feed.end(SYNC_3, SfObject::UserLicense, SnapshotMode::Full, 0);
+    assert_eq!(outputs.len(), 2);
+    assert_eq!(outputs.iter().filter(|o| o.is_tombstone()).count(), 2);
+    let last = feed.last_offset();
+    assert_eq!(feed.processor.committable_offset(0, last), last + 1);
+}
+
+#[test]
+fn committable_offset_waits_for_every_open_snapshot_of_the_partition() {
+    let mut feed = Feed::new();
+    let other = Sync {
+        org: OTHER_ORG,
+        id: "other-1",
+    };
+    let licence = &user_licenses()[0];
+
+    feed.record(SYNC_1, SfObject::UserLicense, licence); // 0: opens ORG
+    feed.record(other, SfObject::UserLicense, licence); // 1: opens OTHER_ORG
+    assert_eq!(feed.processor.committable_offset(0, 1), 0);
+    feed.end(SYNC_1, SfObject::UserLicense, SnapshotMode::Full, 1); // 2
+    assert_eq!(feed.processor.committable_offset(0, 2), 1);
+    feed.record(
+        SYNC_1,
+        SfObject::User,
+        &fixture!("query_user_with_profile_license.json")[0],
+    ); // 3
+    assert_eq!(feed.processor.committable_offset(0, 3), 1);
+    feed.end(other, SfObject::UserLicense, SnapshotMode::Full, 1); // 4
+    assert_eq!(feed.processor.committable_offset(0, 4), 3);
+    feed.end(SYNC_1, SfObject::User, SnapshotMode::Incremental, 1); // 5
+    assert_eq!(feed.processor.committable_offset(0, 5), 6);
+
+    // Another partition is not held back by this one's open snapshots.
+    feed.record(SYNC_2, SfObject::UserLicense, licence); // 6
+    assert_eq!(feed.processor.committable_offset(0, 6), 6);
+    assert_eq!(feed.processor.committable_offset(1, 41), 42);
+}
+
+/// One whole sync of the fixture org, as (key, value) events in ingest's order.
+fn whole_sync(sync: Sync) -> Vec<(String, Vec<u8>)> {
+    let by_object = [
+        (SfObject::UserLicense, user_licenses()),
+        (
+            SfObject::PermissionSetLicense,
+            fixture!("query_permissionsetlicense.json"),
+        ),
+        (
+            SfObject::PackageLicense,
+            fixture!("query_packagelicense.json"),
+        ),
+        (
+            SfObject::PermissionSetLicenseAssign,
+            fixture!("query_permissionsetlicenseassign.json"),
+        ),
+        (
+            SfObject::UserPackageLicense,
+            fixture!("query_userpackagelicense.json"),
+        ),
+        (
+            SfObject::User,
+            fixture!("query_user_with_profile_license.json"),
+        ),
+    ];
+    let mut events = Vec::new();
+    for (object, records) in by_object {
+        for record in &records {
+            let value = sync.envelope(object, Some(record), None);
+            events.push((sync.record_key(object, record), value));
+        }
+        let end = SnapshotEnd {
+            mode: SnapshotMode::Full,
+            records: records.len() as u64,
+        };
+        let value = sync.envelope(object, None, Some(end));
+        events.push((format!("{}/{object}", sync.org), value));
+    }
+    events
+}
+
+fn feed_all(feed: &mut Feed, events: &[(String, Vec<u8>)]) -> Vec<Output> {
+    events
+        .iter()
+        .flat_map(|(k, v)| feed.send(Some(k.as_bytes()), Some(v)))
+        .collect()
+}
+
+#[test]
+fn same_input_gives_identical_outputs() {
+    let events = whole_sync(SYNC_1);
+    let first = feed_all(&mut Feed::new(), &events);
+    let second = feed_all(&mut Feed::new(), &events);
+    assert_eq!(first.len(), 6 + 3 + 5 + 6);
+    assert_eq!(first, second);
+
+    // Replayed into the same processor (a redelivery), the sync yields the same bytes
+    // again and removes nothing.
+    let mut feed = Feed::new();
+    let once = feed_all(&mut feed, &events);
+    let twice = feed_all(&mut feed, &events);
+    assert_eq!(once, twice);
+}
+
+struct BadEvent {
+    name: &'static str,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    class: &'static str,
+    message_names: &'static str,
+}
+
+fn bad_events() -> Vec<BadEvent> {
+    let licence = user_licenses().remove(0);
+    let good_key = SYNC_1.record_key(SfObject::UserLicense, &licence);
+    let record_event = |record: &Value| {
+        let value = SYNC_1.envelope(SfObject::UserLicense, Some(record), None);
+        (Some(good_key.clone().into_bytes()), Some(value))
+    };
+    let mut missing_total = licence.clone();
+    missing_total
+        .as_object_mut()
+        .unwrap()
+        .remove("TotalLicenses");
+    let mut wrong_type = licence.clone();
+    wrong_type["UsedLicenses"] = json!("142");
+    let mut bad_login = fixture!("query_user_with_profile_license.json").remove(0);
+    bad_login["LastLoginDate"] = json!("2024-05-01 12:34");
+    let unknown = json!({
+        "org_id": ORG, "sync_id": "s", "object": "Account",
+        "fetched_at": "2024-05-01T12:00:00Z", "api_version": "62.0", "record": {"Id": "001"}
+    });
+    let no_org = json!({
+        "sync_id": "s", "object": "User", "fetched_at": "2024-05-01T12:00:00Z",
+        "api_version": "62.0"
+    });
+
+    let mut cases = Vec::new();
+    let mut case = |name, (key, value): (Option<Vec<u8>>, Option<Vec<u8>>), class, names| {
+        cases.push(BadEvent {
+            name,
+            key,
+            value,
+            class,
+            message_names: names,
+        })
+    };
+    case(
+        "not json",
+        (Some(b"x/y/z".to_vec()), Some(b"{oops".to_vec())),
+        "invalid_json",
+        "JSON",
+    );
+    case(
+        "null value",
+        (Some(b"x/y/z".to_vec()), None),
+        "invalid_json",
+        "null",
+    );
+    case(
+        "no org",
+        (None, Some(no_org.to_string().into_bytes())),
+        "invalid_envelope",
+        "org_id",
+    );
+    case(
+        "unknown object",
+        (Some(b"k".to_vec()), Some(unknown.to_string().into_bytes())),
+        "unknown_object",
+        "Account",
+    );
+    case(
+        "missing field",
+        record_event(&missing_total),
+        "invalid_record",
+        "TotalLicenses",
+    );
+    case(
+        "wrong type",
+        record_event(&wrong_type),
+        "invalid_record",
+        "UsedLicenses",
+    );
+    let user_key = SYNC_1.record_key(SfObject::User, &bad_login);
+    let user_value = SYNC_1.envelope(SfObject::User, Some(&bad_login), None);
+    case(
+        "bad datetime",
+        (Some(user_key.into_bytes()), Some(user_value)),
+        "invalid_record",
+        "LastLoginDate",
+    );
+    let (_, value) = record_event(&licence);
+    case(
+        "key mismatch",
+        (Some(format!("{ORG}/UserLicense/other").into_bytes()), value),
+        "key_mismatch",
+        "1005g0000000001AAA",
+    );
+    cases
+}
+
+#[test]
+fn dead_letters_keep_the_original_bytes_and_say_why() {
+    for bad in bad_events() {
+        let mut feed = Feed::new();
+        feed.partition = 2;
+        feed.next_offset = 77;
+        let outputs = feed.send(bad.key.as_deref(), bad.value.as_deref());
+        let name = bad.name;
+
+        assert_eq!(outputs.len(), 1, "{name}");
+        let letter = &outputs[0];
+        assert_eq!(letter.target, Target::Dlq, "{name}");
+        assert_eq!(letter.key, bad.key, "{name}");
+        assert_eq!(letter.value, bad.value, "{name}");
+        assert!(!letter.is_tombstone(), "{name}");
+        let names: Vec<&str> = letter.headers.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            vec![
+                HEADER_STAGE,
+                HEADER_ERROR_CLASS,
+                HEADER_ERROR_MESSAGE,
+                HEADER_SOURCE_TOPIC,
+                HEADER_SOURCE_PARTITION,
+                HEADER_SOURCE_OFFSET
+            ],
+            "{name}"
+        );
+        assert_eq!(header(letter, HEADER_STAGE), "transform");
+        assert_eq!(header(letter, HEADER_ERROR_CLASS), bad.class, "{name}");
+        let message = header(letter, HEADER_ERROR_MESSAGE);
+        assert!(message.contains(bad.message_names), "{name}: {message}");
+        assert_eq!(header(letter, HEADER_SOURCE_TOPIC), RAW_TOPIC);
+        assert_eq!(header(letter, HEADER_SOURCE_PARTITION), "2");
+        assert_eq!(header(letter, HEADER_SOURCE_OFFSET), "77");
+    }
+}
+
+#[test]
+fn dead_letters_are_placed_by_org_when_it_can_be_read() {
+    let cases = bad_events();
+    let org_of = |name: &str| {
+        let bad = cases.iter().find(|c| c.name == name).unwrap();
+        let outputs = Feed::new().send(bad.key.as_deref(), bad.value.as_deref());
+        outputs[0].org_id.clone()
+    };
+    assert_eq!(org_of("missing field").as_deref(), Some(ORG));
+    assert_eq!(org_of("not json").as_deref(), Some("x"));
+    assert_eq!(org_of("no org"), None);
+}
+
+#[test]
+fn partition_keeps_flowing_after_a_bad_record() {
+    let mut feed = Feed::new();
+    let all = user_licenses();
+    feed.full(SYNC_1, SfObject::UserLicense, &all[..3]);
+
+    // In the next full snapshot the first licence is malformed: it is dead-lettered, the
+    // others are published, and the malformed one is not mistaken for a removed one.
+    let mut broken = all[0].clone();
+    broken["TotalLicenses"] = json!("lots");
+    let mut outputs = feed.record(SYNC_2, SfObject::UserLicense, &broken);
+    outputs.extend(feed.record(SYNC_2, SfObject::UserLicense, &all[1]));
+    outputs.extend(feed.record(SYNC_2, SfObject::UserLicense, &all[2]));
+    outputs.extend(feed.end(SYNC_2, SfObject::UserLicense, SnapshotMode::Full, 3));
+
+    let targets: Vec<Target> = outputs.iter().map(|o| o.target).collect();
+    assert_eq!(
+        targets,
+        vec![Target::Dlq, Target::LicenseState, Target::LicenseState]
+    );
+    let next = feed.full(
+        SYNC_2,
+        SfObject::User,
+        &fixture!("query_user_with_profile_license.json"),
+    );
+    assert_eq!(next.len(), 6);
+    let last = feed.last_offset();
+    assert_eq!(feed.processor.committable_offset(0, last), last + 1);
+}
+
+#[test]
+fn full_snapshot_with_an_unattributable_record_removes_nothing() {
+    let mut feed = Feed::new();
+    let all = user_licenses();
+    feed.full(SYNC_1, SfObject::UserLicense, &all[..3]);
+
+    // A record without an id cannot protect anything, so the snapshot is incomplete.
+    let mut outputs = feed.send(Some(b"org/UserLicense/?"), Some(b"not json"));
+    outputs.extend(feed.record(SYNC_2, SfObject::UserLicense, &all[0]));
+    outputs.extend(feed.end(SYNC_2, SfObject::UserLicense, SnapshotMode::Full, 2));
+    assert_eq!(outputs.len(), 2);
+    assert!(tombstone_keys(&outputs).is_empty());
+
+    // The next complete one does.
+    let outputs = feed.full(SYNC_3, SfObject::UserLicense, &all[..1]);
+    assert_eq!(tombstone_keys(&outputs).len(), 2);
+}
+
+#[test]
+fn dead_lettered_assignment_keeps_its_previous_row() {
+    let mut feed = Feed::new();
+    let assigns = fixture!("query_permissionsetlicenseassign.json");
+    feed.full(SYNC_1, SfObject::PermissionSetLicenseAssign, &assigns);
+    feed.full(
+        SYNC_1,
+        SfObject::User,
+        &fixture!("query_user_with_profile_license.json"),
+    );
+
+    let mut broken = assigns.clone();
+    broken[2]["PermissionSetLicenseId"] = json!(17);
+    let outputs = feed.full(SYNC_2, SfObject::PermissionSetLicenseAssign, &broken);
+    assert_eq!(outputs.len(), 1);
+    assert_eq!(outputs[0].target, Target::Dlq);
+}
+
+#[test]
+fn revoke_forgets_the_partition() {
+    let mut feed = Feed::new();
+    let all = user_licenses();
+    feed.full(SYNC_1, SfObject::UserLicense, &all);
+    feed.record(SYNC_2, SfObject::UserLicense, &all[0]);
+    let last = feed.last_offset();
+    assert_eq!(feed.processor.committable_offset(0, last), last);
+
+    feed.processor.revoke(1);
+    assert_eq!(feed.processor.committable_offset(0, last), last);
+    feed.processor.revoke(0);
+    assert_eq!(feed.processor.committable_offset(0, last), last + 1);
+
+    // What was published before is unknown now: nothing to remove.
+    let outputs = feed.full(SYNC_3, SfObject::UserLicense, &all[..1]);
+    assert!(tombstone_keys(&outputs).is_empty());
+}
+
+#[test]
+fn markers_are_checked_too() {
+    let mut feed = Feed::new();
+    let end = SnapshotEnd {
+        mode: SnapshotMode::Full,
+        records: 0,
+    };
+    let value = SYNC_1.envelope(SfObject::User, None, Some(end));
+    let outputs = feed.send(Some(b"wrong"), Some(&value));
+    assert_eq!(header(&outputs[0], HEADER_ERROR_CLASS), "key_mismatch");
+
+    let mut envelope: Value = serde_json::from_slice(&value).unwrap();
+    envelope.as_object_mut().unwrap().remove("snapshot");
+    let value = serde_json::to_vec(&envelope).unwrap();
+    let outputs = feed.send(Some(format!("{ORG}/User").as_bytes()), Some(&value));
+    assert_eq!(header(&outputs[0], HEADER_ERROR_CLASS), "invalid_envelope");
+    assert!(header(&outputs[0], HEADER_ERROR_MESSAGE).contains("snapshot"));
+}

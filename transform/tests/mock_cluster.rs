@@ -1,0 +1,379 @@
+//! transform end to end on librdkafka's in-process mock cluster: envelopes of a small org
+//! in, seat state and one dead letter out, offsets committed once everything is
+//! acknowledged, and a clean stop on shutdown.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use prometheus::Registry;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use seatwatch_common::kafka::{self, KafkaConfig, Topics};
+use seatwatch_common::Shutdown;
+use seatwatch_schemas::avro::AvroRecord;
+use seatwatch_schemas::{
+    EnvelopeKind, LicenseState, RawEnvelope, SfObject, SnapshotEnd, SnapshotMode, UserState,
+};
+use seatwatch_transform::{run, Input, Metrics, Output, Processor, Target, TransformConfig};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use tokio::time::Instant;
+
+const ORG: &str = "00D5g000004XyZwEAK";
+const RAW_PARTITIONS: i32 = 2;
+const STATE_PARTITIONS: i32 = 3;
+const DLQ_PARTITIONS: i32 = 2;
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn fixture(text: &str) -> Vec<Value> {
+    let document: Value = serde_json::from_str(text).unwrap();
+    document["body"]["records"].as_array().unwrap().clone()
+}
+
+/// A raw event as ingest writes it.
+struct Event {
+    key: String,
+    value: Vec<u8>,
+}
+
+fn envelope(object: SfObject, record: Option<&Value>, end: Option<SnapshotEnd>) -> Vec<u8> {
+    let envelope = RawEnvelope {
+        org_id: ORG.into(),
+        sync_id: "sync-1".into(),
+        object,
+        fetched_at: "2024-05-01T12:00:00Z".parse().unwrap(),
+        api_version: "62.0".into(),
+        kind: if end.is_some() {
+            EnvelopeKind::SnapshotEnd
+        } else {
+            EnvelopeKind::Record
+        },
+        record: record.map(|r| RawValue::from_string(r.to_string()).unwrap()),
+        snapshot: end,
+    };
+    serde_json::to_vec(&envelope).unwrap()
+}
+
+/// One full sync of a small org; the second permission-set licence lacks TotalLicenses.
+fn small_org_sync() -> Vec<Event> {
+    let user_licenses = fixture(include_str!(
+        "../../fixtures/salesforce/query_userlicense_page1.json"
+    ));
+    let psls = fixture(include_str!(
+        "../../fixtures/salesforce/query_permissionsetlicense.json"
+    ));
+    let packages = fixture(include_str!(
+        "../../fixtures/salesforce/query_packagelicense.json"
+    ));
+    let assigns = fixture(include_str!(
+        "../../fixtures/salesforce/query_permissionsetlicenseassign.json"
+    ));
+    let users = fixture(include_str!(
+        "../../fixtures/salesforce/query_user_with_profile_license.json"
+    ));
+    let mut broken = psls[0].clone();
+    broken.as_object_mut().unwrap().remove("TotalLicenses");
+
+    let snapshots = [
+        (SfObject::UserLicense, user_licenses[..2].to_vec()),
+        (
+            SfObject::PermissionSetLicense,
+            vec![psls[1].clone(), broken],
+        ),
+        (SfObject::PackageLicense, vec![packages[1].clone()]),
+        (
+            SfObject::PermissionSetLicenseAssign,
+            vec![assigns[0].clone()],
+        ),
+        (SfObject::UserPackageLicense, vec![]),
+        (SfObject::User, vec![users[0].clone()]),
+    ];
+    let mut events = Vec::new();
+    for (object, records) in snapshots {
+        for record in &records {
+            let id = record["Id"].as_str().unwrap();
+            events.push(Event {
+                key: format!("{ORG}/{object}/{id}"),
+                value: envelope(object, Some(record), None),
+            });
+        }
+        let end = SnapshotEnd {
+            mode: SnapshotMode::Full,
+            records: records.len() as u64,
+        };
+        events.push(Event {
+            key: format!("{ORG}/{object}"),
+            value: envelope(object, None, Some(end)),
+        });
+    }
+    events
+}
+
+/// What the processor alone makes of the events: the pipeline must ship exactly this.
+fn expected_outputs(topics: &Topics, events: &[Event], partition: i32) -> Vec<Output> {
+    let metrics = Metrics::new(&Registry::new()).unwrap();
+    let mut processor = Processor::new(topics.raw.clone(), metrics);
+    let mut outputs = Vec::new();
+    for (offset, event) in events.iter().enumerate() {
+        outputs.extend(processor.process(Input {
+            partition,
+            offset: offset as i64,
+            key: Some(event.key.as_bytes()),
+            value: Some(&event.value),
+        }));
+    }
+    outputs
+}
+
+fn create_topics(cluster: &MockCluster<'_, impl rdkafka::ClientContext>, topics: &Topics) {
+    for spec in topics.specs() {
+        let partitions = if spec.name == topics.raw {
+            RAW_PARTITIONS
+        } else if spec.name == topics.dlq {
+            DLQ_PARTITIONS
+        } else {
+            STATE_PARTITIONS
+        };
+        cluster.create_topic(&spec.name, partitions, 1).unwrap();
+    }
+}
+
+async fn produce(kafka_config: &KafkaConfig, topic: &str, partition: i32, events: &[Event]) {
+    let producer: FutureProducer = kafka_config
+        .producer_config("it-ingest")
+        .unwrap()
+        .create()
+        .unwrap();
+    for event in events {
+        let record = FutureRecord::to(topic)
+            .partition(partition)
+            .key(&event.key)
+            .payload(&event.value);
+        let delivery = kafka::enqueue(&producer, record).await.unwrap();
+        kafka::delivered(delivery).await.unwrap();
+    }
+}
+
+/// One message read back from an output topic.
+#[derive(Debug)]
+struct Received {
+    topic: String,
+    partition: i32,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: BTreeMap<String, String>,
+}
+
+/// Reads every partition of `names` from the beginning until `count` messages arrived.
+async fn read_outputs(
+    kafka_config: &KafkaConfig,
+    names: &[(&str, i32)],
+    count: usize,
+) -> Vec<Received> {
+    let reader: StreamConsumer = kafka_config
+        .consumer_config("it-reader", "it-reader")
+        .unwrap()
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for (name, partitions) in names {
+        for partition in 0..*partitions {
+            assignment
+                .add_partition_offset(name, partition, Offset::Beginning)
+                .unwrap();
+        }
+    }
+    reader.assign(&assignment).unwrap();
+
+    let deadline = Instant::now() + PATIENCE;
+    let mut received = Vec::new();
+    while received.len() < count {
+        let message = tokio::time::timeout_at(deadline, reader.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "only {} of {count} outputs arrived: {received:#?}",
+                    received.len()
+                )
+            })
+            .unwrap();
+        let headers = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| {
+                        let value =
+                            String::from_utf8(h.value.unwrap_or_default().to_vec()).unwrap();
+                        (h.key.to_owned(), value)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        received.push(Received {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
+            headers,
+        });
+    }
+    received
+}
+
+/// Polls the group's committed offset of the raw partition until it reaches `end`.
+async fn await_commit(
+    kafka_config: &KafkaConfig,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    end: i64,
+) {
+    let checker: BaseConsumer = kafka_config
+        .consumer_config("it-checker", group)
+        .unwrap()
+        .create()
+        .unwrap();
+    let checker = std::sync::Arc::new(checker);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let mut wanted = TopicPartitionList::new();
+        wanted.add_partition(topic, partition);
+        let checker = checker.clone();
+        let committed = tokio::task::spawn_blocking(move || {
+            checker.committed_offsets(wanted, Duration::from_secs(5))
+        })
+        .await
+        .unwrap();
+        let offset = committed
+            .ok()
+            .and_then(|list| list.find_partition(topic, partition).map(|e| e.offset()));
+        if offset == Some(Offset::Offset(end)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "committed offset is {offset:?}, not {end}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_org_becomes_seat_state_and_a_dead_letter() {
+    let cluster = MockCluster::new(1).unwrap();
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let prefix = format!("it-{run_id}.");
+    let topics = Topics::new(&prefix);
+    create_topics(&cluster, &topics);
+    let kafka_config = KafkaConfig {
+        bootstrap_servers: cluster.bootstrap_servers(),
+        topic_prefix: prefix,
+        create_topics: false,
+        ..KafkaConfig::default()
+    };
+
+    // The org's sync, on the org's partition of the raw topic.
+    let raw_partition = kafka::partition_for(ORG, RAW_PARTITIONS);
+    let events = small_org_sync();
+    produce(&kafka_config, &topics.raw, raw_partition, &events).await;
+
+    let config = TransformConfig {
+        kafka: kafka_config.clone(),
+        group_id: format!("it-transform-{run_id}"),
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        flush_interval_ms: 50,
+        max_in_flight: 1_000,
+    };
+    let shutdown = Shutdown::new();
+    let transform = tokio::spawn(run(config.clone(), shutdown.clone()));
+
+    // Exactly what the processor makes of the events arrives, in order, on the org's
+    // partition of each topic.
+    let expected = expected_outputs(&topics, &events, raw_partition);
+    assert_eq!(expected.len(), 2 + 2 + 1 + 1);
+    let outputs = [
+        (topics.license_state.as_str(), STATE_PARTITIONS),
+        (topics.user_state.as_str(), STATE_PARTITIONS),
+        (topics.dlq.as_str(), DLQ_PARTITIONS),
+    ];
+    let received = read_outputs(&kafka_config, &outputs, expected.len()).await;
+    for want in &expected {
+        let (topic, partitions) = match want.target {
+            Target::LicenseState => (&topics.license_state, STATE_PARTITIONS),
+            Target::UserState => (&topics.user_state, STATE_PARTITIONS),
+            Target::Dlq => (&topics.dlq, DLQ_PARTITIONS),
+        };
+        let got = received
+            .iter()
+            .find(|r| &r.topic == topic && r.key == want.key)
+            .unwrap_or_else(|| panic!("missing output {want:?}"));
+        assert_eq!(got.value, want.value);
+        assert_eq!(got.partition, kafka::partition_for(ORG, partitions));
+    }
+
+    // A few facts by hand, so the comparison above is not circular.
+    let by_key = |key: &str| {
+        received
+            .iter()
+            .find(|r| r.key.as_deref() == Some(key.as_bytes()))
+            .unwrap_or_else(|| panic!("no output keyed {key}"))
+    };
+    let site = by_key(&format!("{ORG}/package/0505g0000000002AAA"));
+    let site = LicenseState::from_avro(site.value.as_deref().unwrap()).unwrap();
+    assert_eq!((site.total, site.used, site.available), (None, 312, None));
+    let identity = by_key(&format!("{ORG}/permission-set/0PL5g0000000002GAA"));
+    let identity = LicenseState::from_avro(identity.value.as_deref().unwrap()).unwrap();
+    assert_eq!(identity.expires_at, Some(1_738_281_600_000));
+    let integration = by_key(&format!("{ORG}/0055g00000AbCdEAAV"));
+    let integration = UserState::from_avro(integration.value.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        integration.permission_set_licenses,
+        vec!["0PL5g0000000001GAA"]
+    );
+
+    // The dead letter is the original event with its reason.
+    let bad = &events[4];
+    assert_eq!(
+        bad.key,
+        format!("{ORG}/PermissionSetLicense/0PL5g0000000001GAA")
+    );
+    let letter = by_key(&bad.key);
+    assert_eq!(letter.topic, topics.dlq);
+    assert_eq!(letter.value.as_deref(), Some(bad.value.as_slice()));
+    let header = |name: &str| letter.headers.get(name).map(String::as_str);
+    assert_eq!(header("seatwatch.stage"), Some("transform"));
+    assert_eq!(header("seatwatch.error.class"), Some("invalid_record"));
+    assert!(header("seatwatch.error.message")
+        .unwrap()
+        .contains("TotalLicenses"));
+    assert_eq!(header("seatwatch.source.topic"), Some(topics.raw.as_str()));
+    let partition_text = raw_partition.to_string();
+    assert_eq!(
+        header("seatwatch.source.partition"),
+        Some(partition_text.as_str())
+    );
+    assert_eq!(header("seatwatch.source.offset"), Some("4"));
+
+    // Every snapshot ended and every output is acknowledged, so the group's offset reaches
+    // the end of the input.
+    let end = events.len() as i64;
+    await_commit(
+        &kafka_config,
+        &config.group_id,
+        &topics.raw,
+        raw_partition,
+        end,
+    )
+    .await;
+
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(PATIENCE, transform)
+        .await
+        .expect("transform stops after shutdown")
+        .expect("transform task does not panic");
+    assert!(stopped.is_ok(), "{stopped:?}");
+}
