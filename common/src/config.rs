@@ -6,6 +6,8 @@
 //! errors everywhere, so a typo fails at start instead of being ignored. Secrets never
 //! come through here as values: the config names an environment variable or a file (see
 //! [`crate::secret`]), so pick secret variable names that do not start with `SEATWATCH_`.
+//! `SEATWATCH_CONFIG`, `SEATWATCH_LOG`, `SEATWATCH_LOG_FORMAT` and `SEATWATCH_SIMULATOR_*`
+//! are not config keys and are passed over.
 
 use std::path::Path;
 
@@ -14,8 +16,13 @@ use figment::Figment;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// Environment variables under the `SEATWATCH_` prefix that are not config keys.
+/// Environment variables under the `SEATWATCH_` prefix that are not config keys (after
+/// the prefix, lowercased).
 const RESERVED_ENV: &[&str] = &["config", "log", "log_format"];
+
+/// Prefixes of variables that belong to other programs' settings: the simulator reads
+/// `SEATWATCH_SIMULATOR_*` for its fake org's credentials.
+const FOREIGN_ENV_PREFIXES: &[&str] = &["simulator_"];
 
 /// The configuration could not be loaded; the message says which key and source.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +43,17 @@ where
         figment = figment.merge(Toml::file_exact(path));
     }
     figment = figment
-        .merge(Env::prefixed("SEATWATCH_").split("__").ignore(RESERVED_ENV))
+        .merge(
+            Env::prefixed("SEATWATCH_")
+                .filter(|key| {
+                    let key = key.as_str().to_ascii_lowercase();
+                    !FOREIGN_ENV_PREFIXES
+                        .iter()
+                        .any(|prefix| key.starts_with(prefix))
+                })
+                .split("__")
+                .ignore(RESERVED_ENV),
+        )
         .merge(Serialized::defaults(overrides));
     figment.extract().map_err(|e| ConfigError(Box::new(e)))
 }
@@ -84,6 +101,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!((cfg.name.as_str(), cfg.poll_interval_secs), ("a", 9));
+    }
+
+    #[test]
+    fn simulator_variables_are_not_config_keys() {
+        std::env::set_var("SEATWATCH_SIMULATOR_CONFIG_TEST_ONLY", "x");
+        let cfg: Result<Sample, _> = load(None, &Named { name: "a".into() });
+        std::env::remove_var("SEATWATCH_SIMULATOR_CONFIG_TEST_ONLY");
+        assert_eq!(cfg.unwrap().name, "a");
+    }
+
+    #[derive(Serialize)]
+    struct Named {
+        name: String,
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod metrics;
 pub mod salesforce;
+pub mod summary;
 pub mod sync;
 
 use std::net::SocketAddr;
@@ -33,6 +34,8 @@ use sync::{sync_org, Emitter, SyncError};
 pub enum IngestError {
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error(transparent)]
+    LoadConfig(#[from] seatwatch_common::config::ConfigError),
     #[error(transparent)]
     Topics(#[from] seatwatch_common::kafka::TopicError),
     #[error("Kafka producer: {0}")]
@@ -290,7 +293,9 @@ impl IngestArgs {
                 topic_prefix: self.topic_prefix.clone(),
             },
         };
-        seatwatch_common::config::load(self.config.as_deref(), &overrides)
-            .map_err(|e| IngestError::Config(e.to_string()))
+        Ok(seatwatch_common::config::load(
+            self.config.as_deref(),
+            &overrides,
+        )?)
     }
 }

@@ -1,0 +1,197 @@
+//! Helpers for the end-to-end tests: a tansu broker on a free loopback port, seatwatch
+//! processes, and topic readers. Everything listens on 127.0.0.1 and picks its own port.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A child process killed on drop, with its stderr in a file for post-mortems.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut command: Command, dir: &Path) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        command
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file));
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Proc {
+            name: name.into(),
+            child,
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) with a pid this test spawned and still owns (not yet reaped).
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        wait_for(
+            &format!("{} to exit after SIGTERM", self.name),
+            timeout,
+            || self.child.try_wait().unwrap(),
+        )
+    }
+
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!(
+                "{} exited early with {status}:\n{}",
+                self.name,
+                self.log_text()
+            );
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tansu broker on a free port with its own storage directory.
+pub struct Tansu {
+    pub bootstrap: String,
+    pub proc: Proc,
+}
+
+impl Tansu {
+    pub fn start(dir: &Path) -> Tansu {
+        let bin = std::env::var("TANSU_BIN").unwrap_or_else(|_| "tansu".into());
+        let port = free_port();
+        let data = dir.join("tansu-data");
+        std::fs::create_dir_all(&data).unwrap();
+        let mut command = Command::new(&bin);
+        command
+            .arg("broker")
+            .arg("--listener-url")
+            .arg(format!("tcp://127.0.0.1:{port}"))
+            .arg("--advertised-listener-url")
+            .arg(format!("tcp://127.0.0.1:{port}"))
+            // tansu resolves a sqlite path against its working directory.
+            .arg("--storage-engine")
+            .arg("sqlite://tansu.db")
+            .current_dir(&data)
+            .env("RUST_LOG", "warn");
+        let mut proc = Proc::spawn("tansu", command, dir);
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_for(
+            "tansu to accept connections",
+            Duration::from_secs(30),
+            || {
+                proc.assert_running();
+                TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
+            },
+        );
+        Tansu {
+            bootstrap: addr.to_string(),
+            proc,
+        }
+    }
+}
+
+/// The `seatwatch` binary built for these tests.
+pub fn seatwatch() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_seatwatch"))
+}
+
+/// Reads every message of `topic` currently in the broker: key → last value (None for
+/// tombstones), in offset order per partition.
+pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<(String, Option<Vec<u8>>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("test-reader-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+
+    let mut out = Vec::new();
+    for partition in 0..partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .unwrap();
+        if high <= low {
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(low))
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let mut next = low;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while next < high {
+            assert!(
+                Instant::now() < deadline,
+                "reading {topic}/{partition} timed out"
+            );
+            if let Some(message) = consumer.poll(Duration::from_millis(500)) {
+                let message = message.unwrap();
+                next = message.offset() + 1;
+                let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
+                out.push((key, message.payload().map(<[u8]>::to_vec)));
+            }
+        }
+    }
+    out
+}
+
+/// The latest value per key (compaction's view).
+pub fn latest(messages: Vec<(String, Option<Vec<u8>>)>) -> BTreeMap<String, Option<Vec<u8>>> {
+    messages.into_iter().collect()
+}
+
+/// Fetches a URL on loopback and returns (status, body).
+pub fn http_get(url: &str) -> Option<(u16, String)> {
+    let response = reqwest::blocking::get(url).ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().ok()?))
+}
