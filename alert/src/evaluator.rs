@@ -1,0 +1,469 @@
+//! The evaluator: reads seat state and alert history, evaluates the rules, and writes
+//! alert transitions.
+//!
+//! One consumer group reads the licence-state, user-state, sync-status and alerts topics.
+//! Every topic is partitioned by org with the same partition count, so the range assignor
+//! gives an instance the same partition numbers on each: it owns whole orgs, their state
+//! and their alerts. The group never commits offsets and every assignment starts at the
+//! beginning (see [`crate::group`]): the compacted topics are the state, and the alerts
+//! topic replays what fired, so a restart or rebalance rebuilds both.
+//!
+//! Nothing is evaluated until the consumer has caught up, that is its position reached
+//! the high watermark of every assigned partition, checked on each tick. That includes
+//! the alerts it wrote itself, so a transition is never decided on a book that lacks an
+//! earlier one: a restart neither re-fires nor re-resolves what was already sent. A
+//! transition enters the book when the broker acknowledges it (and is read back later,
+//! which changes nothing); one the broker refuses is decided again on the next tick.
+//!
+//! The watermarks come from a second client that never joins the group: a broker answers
+//! the requests of one connection in order, so a query sent on the consumer's connection
+//! would wait behind its long-polling fetch. Known shortcut: that is one query per
+//! assigned partition per tick, a handful of round trips every few seconds; a large
+//! deployment would read the watermarks from the consumer's statistics instead.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::Offset;
+use seatwatch_common::kafka::{delivered, enqueue, partition_for, ServiceContext, Topics};
+use seatwatch_common::Shutdown;
+use seatwatch_schemas::avro::AvroRecord;
+use seatwatch_schemas::{Alert, AvroError, LicenseState, SyncStatus, UserState};
+use tokio::time::MissedTickBehavior;
+
+use crate::config::{AlertConfig, RulesConfig};
+use crate::group::{GroupContext, StartAt};
+use crate::metrics::{rule_label, Metrics};
+use crate::rules::{self, RULES};
+use crate::service::Readiness;
+use crate::state::{AlertBook, SeatState};
+use crate::AlertError;
+
+/// How long one watermark query may take before the tick gives up on it.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(5);
+
+type AlertConsumer = StreamConsumer<GroupContext>;
+
+/// The evaluator task's state.
+pub(crate) struct Evaluator {
+    consumer: Arc<AlertConsumer>,
+    /// Asks the brokers for high watermarks; never subscribes.
+    watermarks: Arc<BaseConsumer<ServiceContext>>,
+    producer: FutureProducer<ServiceContext>,
+    topics: Topics,
+    partitions: i32,
+    rules: RulesConfig,
+    interval: Duration,
+    state: SeatState,
+    book: AlertBook,
+    /// The assignment generation the state was built under.
+    generation: u64,
+    caught_up: bool,
+    metrics: Metrics,
+    readiness: Arc<Readiness>,
+}
+
+impl Evaluator {
+    /// Creates the consumer (subscribed) and the producer.
+    pub fn new(
+        config: &AlertConfig,
+        partitions: i32,
+        metrics: Metrics,
+        readiness: Arc<Readiness>,
+    ) -> Result<Self, AlertError> {
+        let topics = Topics::new(&config.kafka.topic_prefix);
+        let mut consumer_config = config
+            .kafka
+            .consumer_config("seatwatch-alert-evaluator", &config.group_id)?;
+        // Range gives the same partition numbers on every topic; see the module docs.
+        consumer_config.set("partition.assignment.strategy", "range");
+        let consumer: AlertConsumer = consumer_config
+            .create_with_context(GroupContext::new("evaluator", StartAt::Beginning))?;
+        consumer.subscribe(&[
+            &topics.license_state,
+            &topics.user_state,
+            &topics.sync_status,
+            &topics.alerts,
+        ])?;
+
+        let watermarks = config
+            .kafka
+            .consumer_config("seatwatch-alert-watermarks", &config.group_id)?
+            .create_with_context(ServiceContext { service: "alert" })?;
+
+        let producer = config
+            .kafka
+            .producer_config("seatwatch-alert")?
+            .create_with_context(ServiceContext { service: "alert" })?;
+
+        Ok(Self {
+            consumer: Arc::new(consumer),
+            watermarks: Arc::new(watermarks),
+            producer,
+            topics,
+            partitions,
+            rules: config.rules.clone(),
+            interval: Duration::from_secs(config.evaluate_interval_secs),
+            state: SeatState::default(),
+            book: AlertBook::default(),
+            generation: 0,
+            caught_up: false,
+            metrics,
+            readiness,
+        })
+    }
+
+    /// Consumes and evaluates until `shutdown`; a tick under way finishes first, so every
+    /// transition it sent is acknowledged (or known to have failed) before returning.
+    pub async fn run(mut self, shutdown: Shutdown) -> Result<(), AlertError> {
+        let consumer = self.consumer.clone();
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                received = consumer.recv() => self.on_received(received),
+                _ = ticker.tick() => self.tick().await,
+            }
+        }
+        tracing::info!("evaluator stopped");
+        Ok(())
+    }
+
+    /// Applies one consumed record to the state or the book.
+    fn on_received(&mut self, received: Result<BorrowedMessage<'_>, KafkaError>) {
+        self.follow_assignment();
+        match received {
+            Ok(message) => self.apply(&message),
+            // librdkafka retries by itself; the consumer keeps going.
+            Err(error) => tracing::warn!(%error, "evaluator consumer error"),
+        }
+    }
+
+    /// Drops everything after a rebalance: the new assignment replays from the start.
+    fn follow_assignment(&mut self) {
+        let generation = self.consumer.context().generation();
+        if generation != self.generation {
+            self.generation = generation;
+            self.state.clear();
+            self.book.clear();
+            self.set_caught_up(false);
+        }
+    }
+
+    fn apply(&mut self, message: &BorrowedMessage<'_>) {
+        let topic = message.topic();
+        let Some(key) = message.key().and_then(|key| std::str::from_utf8(key).ok()) else {
+            return self.invalid(message, "missing or non-UTF-8 key".into());
+        };
+        let payload = message.payload();
+
+        let applied = if topic == self.topics.license_state {
+            self.apply_license(key, payload)
+        } else if topic == self.topics.user_state {
+            self.apply_user(key, payload)
+        } else if topic == self.topics.sync_status {
+            self.apply_sync(key, payload)
+        } else if topic == self.topics.alerts {
+            self.apply_alert(payload, message.offset())
+        } else {
+            Ok(())
+        };
+        if let Err(error) = applied {
+            self.invalid(message, error.to_string());
+        }
+    }
+
+    fn apply_license(&mut self, key: &str, payload: Option<&[u8]>) -> Result<(), AvroError> {
+        match payload {
+            None => self.state.remove_license(key),
+            Some(bytes) => self.state.put_license(key, LicenseState::from_avro(bytes)?),
+        }
+        Ok(())
+    }
+
+    fn apply_user(&mut self, key: &str, payload: Option<&[u8]>) -> Result<(), AvroError> {
+        match payload {
+            None => self.state.remove_user(key),
+            Some(bytes) => self.state.put_user(key, UserState::from_avro(bytes)?),
+        }
+        Ok(())
+    }
+
+    fn apply_sync(&mut self, key: &str, payload: Option<&[u8]>) -> Result<(), AvroError> {
+        match payload {
+            None => self.state.remove_sync(key),
+            Some(bytes) => self.state.put_sync(key, SyncStatus::from_avro(bytes)?),
+        }
+        Ok(())
+    }
+
+    fn apply_alert(&mut self, payload: Option<&[u8]>, offset: i64) -> Result<(), AvroError> {
+        if let Some(bytes) = payload {
+            self.book.record(Alert::from_avro(bytes)?, offset);
+        }
+        Ok(())
+    }
+
+    /// Skips a record that cannot be read. The producer of that record must act; the
+    /// partition goes on.
+    fn invalid(&self, message: &BorrowedMessage<'_>, error: String) {
+        self.metrics.invalid_records.inc();
+        tracing::error!(
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            error,
+            "skipping a record that cannot be decoded"
+        );
+    }
+
+    /// Evaluates the rules once, if caught up, and sends the resulting transitions.
+    async fn tick(&mut self) {
+        self.follow_assignment();
+        match self.is_caught_up().await {
+            Ok(true) => self.set_caught_up(true),
+            Ok(false) => return,
+            Err(error) => {
+                tracing::warn!(%error, "cannot tell whether the evaluator caught up");
+                return;
+            }
+        }
+
+        let now = now_ms();
+        let conditions = rules::evaluate(&self.state, now, &self.rules);
+        let transitions = self.book.transitions(&conditions, now);
+        self.metrics.evaluations.inc();
+
+        self.publish(transitions).await;
+        self.update_firing_gauge();
+    }
+
+    fn set_caught_up(&mut self, caught_up: bool) {
+        if caught_up && !self.caught_up {
+            tracing::info!("evaluator caught up with its partitions; evaluating");
+            self.readiness.evaluator_caught_up();
+        }
+        self.caught_up = caught_up;
+        self.metrics.caught_up.set(i64::from(caught_up));
+    }
+
+    /// Whether the consumer holds an assignment and has read every assigned partition up
+    /// to its high watermark.
+    async fn is_caught_up(&self) -> Result<bool, KafkaError> {
+        if !self.consumer.context().is_assigned() {
+            return Ok(false);
+        }
+        let positions = self.consumer.position()?;
+        let watermarks = self.watermarks.clone();
+        let check = tokio::task::spawn_blocking(move || {
+            for partition in positions.elements() {
+                let (low, high) = watermarks.fetch_watermarks(
+                    partition.topic(),
+                    partition.partition(),
+                    WATERMARK_TIMEOUT,
+                )?;
+                if !reached_end(partition.offset(), low, high) {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        });
+        check.await.unwrap_or(Ok(false))
+    }
+
+    /// Writes `transitions` to the alerts topic and records each one acknowledged.
+    async fn publish(&mut self, transitions: Vec<Alert>) {
+        let mut pending: Vec<(Alert, DeliveryFuture)> = Vec::with_capacity(transitions.len());
+        for alert in transitions {
+            match self.send(&alert).await {
+                Ok(delivery) => pending.push((alert, delivery)),
+                Err(error) => self.publish_failed(&alert, &error.to_string()),
+            }
+        }
+
+        for (alert, delivery) in pending {
+            match delivered(delivery).await {
+                Ok((_partition, offset)) => self.published(alert, offset),
+                Err(error) => self.publish_failed(&alert, &error.to_string()),
+            }
+        }
+    }
+
+    async fn send(&self, alert: &Alert) -> Result<DeliveryFuture, PublishError> {
+        let payload = alert.to_avro()?;
+        let record = FutureRecord::to(&self.topics.alerts)
+            .key(&alert.fingerprint)
+            .payload(&payload)
+            .partition(partition_for(&alert.org_id, self.partitions));
+        Ok(enqueue(&self.producer, record).await?)
+    }
+
+    fn published(&mut self, alert: Alert, offset: i64) {
+        self.metrics.transition(&alert.rule, alert.status);
+        tracing::info!(
+            fingerprint = alert.fingerprint,
+            rule = alert.rule,
+            status = alert.status.as_str(),
+            severity = alert.severity.as_str(),
+            org_id = alert.org_id,
+            pool = alert.pool,
+            summary = alert.summary,
+            "alert transition sent"
+        );
+        self.book.record(alert, offset);
+    }
+
+    fn publish_failed(&self, alert: &Alert, error: &str) {
+        self.metrics.publish_failures.inc();
+        tracing::warn!(
+            fingerprint = alert.fingerprint,
+            rule = alert.rule,
+            status = alert.status.as_str(),
+            error,
+            "alert transition not sent; the next evaluation decides it again"
+        );
+    }
+
+    fn update_firing_gauge(&self) {
+        for rule in RULES.into_iter().chain(["other"]) {
+            let firing = self
+                .book
+                .firing()
+                .filter(|alert| rule_label(&alert.rule) == rule)
+                .count();
+            self.metrics
+                .firing
+                .with_label_values(&[rule])
+                .set(firing as i64);
+        }
+    }
+}
+
+/// Why a transition could not be handed to the producer.
+#[derive(Debug, thiserror::Error)]
+enum PublishError {
+    #[error("encoding the alert failed: {0}")]
+    Encode(#[from] AvroError),
+    #[error("{0}")]
+    Kafka(#[from] KafkaError),
+}
+
+/// Whether a consumer at `position` has read a partition whose offsets run from `low`
+/// to `high` (exclusive). Before the first record the position is not a number yet; then
+/// only an empty partition counts as read.
+fn reached_end(position: Offset, low: i64, high: i64) -> bool {
+    match position {
+        Offset::Offset(next) => next >= high,
+        _ => high <= low,
+    }
+}
+
+fn now_ms() -> i64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::mocking::MockCluster;
+    use seatwatch_common::http::Health;
+    use seatwatch_common::kafka::KafkaConfig;
+
+    use super::*;
+    use crate::rules::tests::{license, user, ORG};
+
+    #[test]
+    fn reached_end_compares_the_position_with_the_high_watermark() {
+        assert!(reached_end(Offset::Offset(10), 0, 10));
+        assert!(!reached_end(Offset::Offset(9), 0, 10));
+        // Nothing read yet: only an empty (or fully deleted) partition is done.
+        assert!(reached_end(Offset::Invalid, 0, 0));
+        assert!(reached_end(Offset::Invalid, 7, 7));
+        assert!(!reached_end(Offset::Invalid, 0, 1));
+        assert!(!reached_end(Offset::Beginning, 3, 5));
+    }
+
+    async fn next(consumer: &AlertConsumer) -> Result<BorrowedMessage<'_>, KafkaError> {
+        tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("a record within 30 s")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn evaluates_only_once_every_assigned_partition_is_read() {
+        let cluster = MockCluster::new(1).unwrap();
+        let prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
+        let topics = Topics::new(&prefix);
+        for spec in topics.specs() {
+            cluster.create_topic(&spec.name, 3, 1).unwrap();
+        }
+        let mut config = AlertConfig {
+            kafka: KafkaConfig {
+                bootstrap_servers: cluster.bootstrap_servers(),
+                topic_prefix: prefix,
+                ..KafkaConfig::default()
+            },
+            group_id: format!("g{}", uuid::Uuid::new_v4()),
+            ..AlertConfig::default()
+        };
+        // The fixtures' login dates are relative to a fixed day, not the wall clock.
+        config.rules.idle_seats.enabled = false;
+
+        // One hot pool and three users: four records to read before evaluating.
+        let producer: FutureProducer = config.kafka.producer_config("t").unwrap().create().unwrap();
+        let pool = license("Salesforce", 96, Some(100));
+        let mut records = vec![(
+            topics.license_state.clone(),
+            pool.key(),
+            pool.to_avro().unwrap(),
+        )];
+        for id in ["005A", "005B", "005C"] {
+            let user = user(id, "Salesforce", Some(1));
+            records.push((
+                topics.user_state.clone(),
+                user.key(),
+                user.to_avro().unwrap(),
+            ));
+        }
+        for (topic, key, payload) in &records {
+            let record = FutureRecord::to(topic)
+                .key(key)
+                .payload(payload)
+                .partition(partition_for(ORG, 3));
+            producer
+                .send(record, Duration::from_secs(10))
+                .await
+                .unwrap();
+        }
+
+        let health = Health::new();
+        let metrics = Metrics::register(&prometheus::Registry::new()).unwrap();
+        let mut evaluator =
+            Evaluator::new(&config, 3, metrics.clone(), Readiness::new(health.clone())).unwrap();
+        let consumer = evaluator.consumer.clone();
+
+        // The first record arrives after the group join; three are still unread.
+        evaluator.on_received(next(&consumer).await);
+        assert!(!evaluator.is_caught_up().await.unwrap());
+        evaluator.tick().await;
+        assert_eq!(metrics.evaluations.get(), 0, "no evaluation while behind");
+        assert_eq!(evaluator.book.firing().count(), 0);
+
+        for _ in 1..records.len() {
+            evaluator.on_received(next(&consumer).await);
+        }
+        assert!(evaluator.is_caught_up().await.unwrap());
+        evaluator.tick().await;
+        assert_eq!(metrics.evaluations.get(), 1);
+        let firing: Vec<&str> = evaluator.book.firing().map(|a| a.rule.as_str()).collect();
+        assert_eq!(firing, [rules::UTILIZATION]);
+        assert_eq!(metrics.caught_up.get(), 1);
+    }
+}
