@@ -53,6 +53,9 @@ pub struct Query {
     soql: String,
     next: Option<String>,
     done: bool,
+    /// Whether the query already started over on a new session. A second expiry in the
+    /// same query means sessions die faster than the query runs: an error, not a loop.
+    renewed: bool,
 }
 
 impl Query {
@@ -61,6 +64,7 @@ impl Query {
             soql: soql.into(),
             next: None,
             done: false,
+            renewed: false,
         }
     }
 }
@@ -218,7 +222,6 @@ impl SalesforceClient {
             return Ok(None);
         }
         let mut restarted = false;
-        let mut renewed = false;
         loop {
             self.sign_in().await?;
             let url = self.page_url(query)?;
@@ -235,11 +238,11 @@ impl SalesforceClient {
                         restarted,
                     }));
                 }
-                Err(CallError::SessionExpired) if !renewed => {
+                Err(CallError::SessionExpired) if !query.renewed => {
                     // The locator died with the session: start over on a new one.
                     tracing::info!(org = %self.org.name, "session expired, signing in again");
                     self.session = None;
-                    renewed = true;
+                    query.renewed = true;
                     restarted |= query.next.take().is_some();
                 }
                 Err(CallError::SessionExpired) => return Err(SalesforceError::SessionLoop),

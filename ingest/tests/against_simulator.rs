@@ -1,0 +1,242 @@
+//! The Salesforce client against the simulator on loopback: sign-in with awkward
+//! passwords, pagination that only `done` ends, re-login on an expired session, retries,
+//! refusals that are not retried, and redirects that are never followed.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use seatwatch_common::kafka::KafkaConfig;
+use seatwatch_common::{SecretRef, Shutdown};
+use seatwatch_ingest::salesforce::{Query, SalesforceClient, SalesforceError};
+use seatwatch_ingest::{IngestConfig, OrgConfig};
+use seatwatch_simulator::{Credentials, RunningSimulator, SimulatorConfig};
+use secrecy::SecretString;
+
+fn config() -> IngestConfig {
+    let mut config = IngestConfig::with_defaults(KafkaConfig::default());
+    config.retry_base_ms = 1;
+    config
+}
+
+fn org(login_url: &str, credentials: &Credentials) -> OrgConfig {
+    OrgConfig {
+        name: "sim".into(),
+        login_url: login_url.into(),
+        consumer_key: credentials.consumer_key.clone(),
+        username: credentials.username.clone(),
+        consumer_secret: SecretRef::Inline(credentials.consumer_secret.clone()),
+        password: SecretRef::Inline(credentials.password.clone()),
+        security_token: Some(SecretRef::Inline(credentials.security_token.clone())),
+    }
+}
+
+async fn simulator(page_size: usize, credentials: Credentials) -> RunningSimulator {
+    let config = SimulatorConfig {
+        page_size,
+        credentials,
+        ..SimulatorConfig::for_tests()
+    };
+    seatwatch_simulator::start(config, Shutdown::new())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn passwords_with_form_metacharacters_sign_in() {
+    let credentials = Credentials {
+        password: SecretString::from("Correct&Horse+1 <b>=%20#;x"),
+        security_token: SecretString::from("T0k+&=n"),
+        ..Credentials::demo()
+    };
+    let sim = simulator(2000, credentials.clone()).await;
+    let mut client = SalesforceClient::new(&config(), &org(&sim.base_url(), &credentials)).unwrap();
+
+    let session = client.sign_in().await.unwrap();
+    assert_eq!(session.org_id, sim.handle().org_id());
+    assert_eq!(sim.handle().logins(), 1);
+}
+
+#[tokio::test]
+async fn a_query_follows_next_records_url_until_done() {
+    let sim = simulator(7, Credentials::demo()).await;
+    let mut client =
+        SalesforceClient::new(&config(), &org(&sim.base_url(), &Credentials::demo())).unwrap();
+    client.sign_in().await.unwrap();
+    let before = sim.handle().api_calls();
+
+    let users = client
+        .query_all("SELECT Id FROM User ORDER BY Id")
+        .await
+        .unwrap();
+
+    let ids: std::collections::BTreeSet<String> = users
+        .iter()
+        .map(|r| serde_json::from_str::<serde_json::Value>(r.get()).unwrap()["Id"].to_string())
+        .collect();
+    assert_eq!(ids.len(), users.len(), "no record twice");
+    assert!(users.len() > 1000);
+    // Pages of 7 although ingest asked for 2000: each short page still goes on.
+    let pages = users.len().div_ceil(7) as u64;
+    assert_eq!(sim.handle().api_calls() - before, pages);
+    assert_eq!(client.api_calls, pages);
+}
+
+#[tokio::test]
+async fn an_expired_session_mid_query_signs_in_once_and_restarts() {
+    let sim = simulator(100, Credentials::demo()).await;
+    let mut client =
+        SalesforceClient::new(&config(), &org(&sim.base_url(), &Credentials::demo())).unwrap();
+    let expected = client.query_all("SELECT Id FROM User").await.unwrap().len();
+
+    // Read two pages, let the session expire, and read on.
+    let mut query = Query::new("SELECT Id FROM User");
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let page = client.next_page(&mut query).await.unwrap().unwrap();
+        ids.extend(page.records);
+    }
+    sim.handle().expire_sessions();
+    let mut restarts = 0;
+    while let Some(page) = client.next_page(&mut query).await.unwrap() {
+        if page.restarted {
+            restarts += 1;
+            ids.clear();
+        }
+        ids.extend(page.records);
+    }
+
+    assert_eq!(restarts, 1, "the query restarted from its first page once");
+    assert_eq!(
+        ids.len(),
+        expected,
+        "no gap and no duplicate after the restart"
+    );
+    assert_eq!(client.logins, 2, "one sign-in, one re-sign-in");
+}
+
+#[tokio::test]
+async fn sessions_expiring_faster_than_a_query_runs_end_in_an_error_not_a_loop() {
+    let sim = simulator(100, Credentials::demo()).await;
+    sim.handle()
+        .with_faults(|f| f.expire_session_after_data_calls = Some(3));
+    let mut client =
+        SalesforceClient::new(&config(), &org(&sim.base_url(), &Credentials::demo())).unwrap();
+
+    let err = client.query_all("SELECT Id FROM User").await.unwrap_err();
+
+    assert!(matches!(err, SalesforceError::SessionLoop), "{err:?}");
+    assert_eq!(client.logins, 2);
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_and_counted() {
+    let sim = simulator(2000, Credentials::demo()).await;
+    let mut client =
+        SalesforceClient::new(&config(), &org(&sim.base_url(), &Credentials::demo())).unwrap();
+    client.sign_in().await.unwrap();
+    sim.handle().with_faults(|f| {
+        f.fail_next_data_calls = 2;
+        f.edge_html_next_data_calls = 1;
+    });
+
+    let licences = client
+        .query_all("SELECT Id FROM UserLicense")
+        .await
+        .unwrap();
+
+    assert!(!licences.is_empty());
+    assert_eq!(client.retries, 3);
+    assert!(client.limit_info.is_some(), "Sforce-Limit-Info was read");
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_refused_once_with_what_to_check() {
+    let sim = simulator(2000, Credentials::demo()).await;
+    let wrong = Credentials {
+        password: SecretString::from("wrong-password"),
+        ..Credentials::demo()
+    };
+    let mut client = SalesforceClient::new(&config(), &org(&sim.base_url(), &wrong)).unwrap();
+
+    let err = client.sign_in().await.unwrap_err();
+
+    assert!(matches!(err, SalesforceError::Auth { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("authentication failure") && text.contains("security token"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("wrong-password"),
+        "the password leaked into the error: {text}"
+    );
+    assert_eq!(client.logins, 1, "a refused sign-in is not retried");
+}
+
+#[tokio::test]
+async fn an_object_the_user_cannot_see_names_the_permission() {
+    let sim = simulator(2000, Credentials::demo()).await;
+    sim.handle().with_faults(|f| {
+        f.objects_without_access
+            .insert("PermissionSetLicense".into());
+    });
+    let mut client =
+        SalesforceClient::new(&config(), &org(&sim.base_url(), &Credentials::demo())).unwrap();
+
+    let err = client
+        .query_all("SELECT Id FROM PermissionSetLicense")
+        .await
+        .unwrap_err();
+
+    assert!(matches!(&err, SalesforceError::Refused { code, .. } if code == "INVALID_TYPE"));
+    assert!(
+        err.to_string().contains("View Setup and Configuration"),
+        "{err}"
+    );
+    assert!(!err.is_retriable());
+}
+
+#[tokio::test]
+async fn a_redirect_on_the_token_request_is_never_followed() {
+    // A login host that redirects, and counts visits to the redirect's target.
+    let followed = Arc::new(AtomicUsize::new(0));
+    let target_hits = followed.clone();
+    let app = axum::Router::new()
+        .route(
+            "/services/oauth2/token",
+            axum::routing::post(|| async {
+                (
+                    axum::http::StatusCode::FOUND,
+                    [("location", "/elsewhere")],
+                    "",
+                )
+            }),
+        )
+        .route(
+            "/elsewhere",
+            axum::routing::any(move || {
+                target_hits.fetch_add(1, Ordering::SeqCst);
+                async { "followed" }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let mut client = SalesforceClient::new(&config(), &org(&url, &Credentials::demo())).unwrap();
+    let err = client.sign_in().await.unwrap_err();
+
+    assert!(
+        matches!(err, SalesforceError::Redirect { status: 302, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("/elsewhere"));
+    assert_eq!(followed.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_plain_http_login_url_off_loopback_is_refused_before_any_request() {
+    let org = org("http://login.salesforce.com", &Credentials::demo());
+    let err = SalesforceClient::new(&config(), &org).unwrap_err();
+    assert!(err.to_string().contains("use https"), "{err}");
+}
