@@ -2,6 +2,7 @@
 # Runs every seatwatch test, after installing what the tests need:
 #   - the tansu Kafka-protocol broker (crates.io), for the end-to-end tests;
 #   - promtool (Debian's prometheus package), to check every /metrics output;
+#   - docker-compose (Debian's), to validate docker-compose.yml;
 # then checks formatting and lints, and runs the whole test suite.
 # Installs are skipped when the tools are already there, so later runs start at once.
 set -euo pipefail
@@ -24,6 +25,7 @@ install_tansu() {
 install_debian_tools() {
   local missing=()
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
   [ ${#missing[@]} -eq 0 ] && return
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "warning: ${missing[*]} missing and cannot be installed here (needs root and apt-get);" \
@@ -38,6 +40,8 @@ install_debian_tools() {
 install_tansu
 install_debian_tools
 export TANSU_BIN="$(command -v tansu)"
+# Tests that use promtool or docker-compose fail, rather than skip, when they are missing.
+export SEATWATCH_STRICT_TOOLS=1
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -31,11 +31,11 @@ enum Command {
         command: IngestCommand,
     },
     /// Turn raw events into Avro seat-state topics.
-    Transform(seatwatch_transform::TransformArgs),
+    Transform(Checked<seatwatch_transform::TransformArgs>),
     /// Raise and resolve alerts from seat state.
-    Alert(seatwatch_alert::AlertArgs),
+    Alert(Checked<seatwatch_alert::AlertArgs>),
     /// Serve a simulated Salesforce org over HTTP.
-    Simulator(seatwatch_simulator::SimulatorArgs),
+    Simulator(Checked<seatwatch_simulator::SimulatorArgs>),
     /// Manage seatwatch's Kafka topics.
     Topics {
         #[command(subcommand)]
@@ -46,15 +46,26 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum IngestCommand {
     /// Poll every configured org on its schedule until stopped.
-    Run(seatwatch_ingest::IngestArgs),
+    Run(Checked<seatwatch_ingest::IngestArgs>),
     /// Sync every configured org; with --once, a single time, printing a summary.
     Sync {
         /// Sync each org once, print a summary and exit (0 only if every org succeeded).
         #[arg(long)]
         once: bool,
         #[command(flatten)]
-        args: seatwatch_ingest::IngestArgs,
+        args: Checked<seatwatch_ingest::IngestArgs>,
     },
+}
+
+/// A service's flags, plus `--check-config`.
+#[derive(Debug, clap::Args)]
+struct Checked<A: clap::Args> {
+    #[command(flatten)]
+    args: A,
+    /// Load and validate the configuration (file, environment, flags, secrets' sources),
+    /// print what was understood, and exit without connecting to anything.
+    #[arg(long)]
+    check_config: bool,
 }
 
 #[tokio::main]
@@ -67,12 +78,7 @@ async fn main() -> ExitCode {
         Command::Ingest { command } => ingest(command).await,
         Command::Transform(args) => transform(args).await,
         Command::Alert(args) => alert(args).await,
-        Command::Simulator(args) => {
-            let stop = shutdown::on_signals();
-            seatwatch_simulator::run_cli(args, stop)
-                .await
-                .map_err(anyhow::Error::from)
-        }
+        Command::Simulator(checked) => simulator(checked).await,
         Command::Topics { command } => topics::run(command).await,
     };
 
@@ -88,12 +94,31 @@ async fn main() -> ExitCode {
 
 async fn ingest(command: IngestCommand) -> anyhow::Result<()> {
     match command {
-        IngestCommand::Run(args) | IngestCommand::Sync { once: false, args } => {
+        IngestCommand::Run(args) | IngestCommand::Sync { args, .. } if args.check_config => {
+            let config = args.args.load()?;
+            seatwatch_ingest::check_config(&config)?;
+            let orgs: Vec<&str> = config.orgs.iter().map(|o| o.name.as_str()).collect();
+            println!(
+                "ingest config OK: orgs {}; brokers {}; topic prefix {:?}",
+                orgs.join(", "),
+                config.kafka.bootstrap_servers,
+                config.kafka.topic_prefix
+            );
+            Ok(())
+        }
+        IngestCommand::Run(Checked { args, .. })
+        | IngestCommand::Sync {
+            once: false,
+            args: Checked { args, .. },
+        } => {
             let config = args.load()?;
             seatwatch_ingest::run(config, shutdown::on_signals()).await?;
             Ok(())
         }
-        IngestCommand::Sync { once: true, args } => {
+        IngestCommand::Sync {
+            once: true,
+            args: Checked { args, .. },
+        } => {
             let config = args.load()?;
             let statuses = seatwatch_ingest::sync_once(config, shutdown::on_signals()).await?;
             print!("{}", seatwatch_ingest::summary::render(&statuses));
@@ -110,14 +135,47 @@ async fn ingest(command: IngestCommand) -> anyhow::Result<()> {
     }
 }
 
-async fn transform(args: seatwatch_transform::TransformArgs) -> anyhow::Result<()> {
-    let config = args.load()?;
+async fn simulator(checked: Checked<seatwatch_simulator::SimulatorArgs>) -> anyhow::Result<()> {
+    if checked.check_config {
+        let config = checked.args.into_config()?;
+        config.validate()?;
+        println!("simulator config OK: listening on {}", config.listen_addr);
+        return Ok(());
+    }
+    seatwatch_simulator::run_cli(checked.args, shutdown::on_signals()).await?;
+    Ok(())
+}
+
+async fn transform(checked: Checked<seatwatch_transform::TransformArgs>) -> anyhow::Result<()> {
+    let config = checked.args.load()?;
+    if checked.check_config {
+        println!(
+            "transform config OK: group {}; brokers {}; topic prefix {:?}",
+            config.group_id, config.kafka.bootstrap_servers, config.kafka.topic_prefix
+        );
+        return Ok(());
+    }
     seatwatch_transform::run(config, shutdown::on_signals()).await?;
     Ok(())
 }
 
-async fn alert(args: seatwatch_alert::AlertArgs) -> anyhow::Result<()> {
-    let config = args.load()?;
+async fn alert(checked: Checked<seatwatch_alert::AlertArgs>) -> anyhow::Result<()> {
+    let config = checked.args.load()?;
+    if checked.check_config {
+        config.validate()?;
+        println!(
+            "alert config OK: group {}; brokers {}; topic prefix {:?}; webhook {}",
+            config.group_id,
+            config.kafka.bootstrap_servers,
+            config.kafka.topic_prefix,
+            if config.webhook.is_some() {
+                "configured"
+            } else {
+                "none"
+            }
+        );
+        return Ok(());
+    }
     seatwatch_alert::run(config, shutdown::on_signals()).await?;
     Ok(())
 }

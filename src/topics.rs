@@ -28,6 +28,9 @@ pub struct TopicsArgs {
     /// Replication factor (3 on a production cluster).
     #[arg(long, env = "SEATWATCH_KAFKA__REPLICATION_FACTOR", default_value_t = 1)]
     pub replication_factor: i32,
+    /// Print the topics that would be created, and connect to nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 pub async fn run(command: TopicsCommand) -> anyhow::Result<()> {
@@ -42,6 +45,17 @@ pub async fn run(command: TopicsCommand) -> anyhow::Result<()> {
     };
     let topics = Topics::new(&kafka.topic_prefix);
     let specs = topics.specs();
+    if args.dry_run {
+        for spec in &specs {
+            println!(
+                "{:<32} {:>3} partitions  {:?}",
+                spec.name,
+                kafka.partitions,
+                spec.configs()
+            );
+        }
+        return Ok(());
+    }
     let partitions = ensure_topics(&kafka, &specs).await?;
     for spec in specs {
         let cleanup = match spec.retention_ms {

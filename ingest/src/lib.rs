@@ -117,6 +117,18 @@ pub async fn sync_once(
     Ok(statuses)
 }
 
+/// Checks a configuration without connecting to anything: values, login URLs, and that
+/// every secret can be read from its source.
+pub fn check_config(config: &IngestConfig) -> Result<(), IngestError> {
+    config.validate().map_err(IngestError::Config)?;
+    build_clients(config)?;
+    config
+        .kafka
+        .client_config()
+        .map_err(|e| IngestError::Config(format!("kafka.secret_properties: {e}")))?;
+    Ok(())
+}
+
 /// Checks the topics and creates the producer.
 async fn connect(config: &IngestConfig, health: &Health) -> Result<Emitter, IngestError> {
     health.set_not_ready("checking topics");
