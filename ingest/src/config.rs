@@ -52,6 +52,17 @@ pub struct IngestConfig {
     /// First backoff between attempts; doubles with jitter up to 60 s.
     #[serde(default = "default_retry_base_ms")]
     pub retry_base_ms: u64,
+    /// A sync stops once it has used more than this share of the org's daily API
+    /// allowance (Singer's `quota_percent_per_run`, as a fraction).
+    #[serde(default = "default_max_run_share")]
+    pub max_run_share: f64,
+    /// No sync starts or goes on while the org as a whole has used more than this share
+    /// of its daily allowance, so seatwatch never starves the org's other integrations.
+    #[serde(default = "default_max_total_share")]
+    pub max_total_share: f64,
+    /// How long an org waits after a sync stopped for quota before it tries again.
+    #[serde(default = "default_quota_pause_secs")]
+    pub quota_pause_secs: u64,
     /// The Salesforce orgs to poll.
     #[serde(default)]
     pub orgs: Vec<OrgConfig>,
@@ -102,6 +113,15 @@ fn default_max_attempts() -> usize {
 fn default_retry_base_ms() -> u64 {
     1000
 }
+fn default_max_run_share() -> f64 {
+    0.25
+}
+fn default_max_total_share() -> f64 {
+    0.80
+}
+fn default_quota_pause_secs() -> u64 {
+    3600
+}
 fn default_login_url() -> String {
     "https://login.salesforce.com".into()
 }
@@ -144,6 +164,9 @@ impl IngestConfig {
             request_timeout_secs: default_request_timeout_secs(),
             max_attempts: default_max_attempts(),
             retry_base_ms: default_retry_base_ms(),
+            max_run_share: default_max_run_share(),
+            max_total_share: default_max_total_share(),
+            quota_pause_secs: default_quota_pause_secs(),
             orgs: Vec::new(),
         }
     }
@@ -169,6 +192,14 @@ impl IngestConfig {
         }
         if self.poll_interval_secs == 0 {
             return Err("poll_interval_secs must be at least 1".into());
+        }
+        for (key, share) in [
+            ("max_run_share", self.max_run_share),
+            ("max_total_share", self.max_total_share),
+        ] {
+            if !(share > 0.0 && share <= 1.0) {
+                return Err(format!("{key} = {share} must be a fraction in (0, 1]"));
+            }
         }
         if self.max_attempts == 0 {
             return Err("max_attempts must be at least 1".into());

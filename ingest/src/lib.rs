@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod metrics;
+pub mod quota;
 pub mod salesforce;
 pub mod summary;
 pub mod sync;
@@ -26,6 +27,7 @@ use seatwatch_schemas::SyncStatus;
 
 pub use config::{IngestConfig, IngestOverrides, KafkaOverrides, OrgConfig};
 use metrics::IngestMetrics;
+use quota::QuotaGovernor;
 use salesforce::SalesforceClient;
 use sync::{sync_org, Emitter, SyncError};
 
@@ -75,14 +77,18 @@ pub async fn run_with(
     warn_about_password_flow();
     health.set_ready();
 
+    let schedule = Schedule {
+        interval: Duration::from_secs(config.poll_interval_secs),
+        quota_pause: Duration::from_secs(config.quota_pause_secs),
+        governor: governor(&config),
+    };
     let tasks: Vec<_> = clients
         .into_iter()
         .map(|client| {
             let emitter = emitter.clone();
             let metrics = metrics.clone();
             let shutdown = shutdown.clone();
-            let interval = Duration::from_secs(config.poll_interval_secs);
-            tokio::spawn(poll_org(client, emitter, metrics, interval, shutdown))
+            tokio::spawn(poll_org(client, emitter, metrics, schedule, shutdown))
         })
         .collect();
     for task in tasks {
@@ -105,9 +111,10 @@ pub async fn sync_once(
     let clients = build_clients(&config)?;
     warn_about_password_flow();
 
+    let governor = governor(&config);
     let mut statuses = Vec::new();
     for mut client in clients {
-        let (status, result) = sync_org(&mut client, &emitter, None, &shutdown).await;
+        let (status, result) = sync_org(&mut client, &emitter, &governor, None, &shutdown).await;
         if let Err(e) = &result {
             tracing::error!(org = %client.org_name(), error = %e, "sync failed");
         }
@@ -166,17 +173,33 @@ fn warn_about_password_flow() {
     );
 }
 
-/// Syncs one org every `interval` until shutdown.
+fn governor(config: &IngestConfig) -> QuotaGovernor {
+    QuotaGovernor {
+        max_run_share: config.max_run_share,
+        max_total_share: config.max_total_share,
+    }
+}
+
+/// When an org is synced.
+#[derive(Clone, Copy)]
+struct Schedule {
+    interval: Duration,
+    quota_pause: Duration,
+    governor: QuotaGovernor,
+}
+
+/// Syncs one org every `interval` until shutdown; after a sync paused for quota, waits
+/// `quota_pause` first.
 async fn poll_org(
     mut client: SalesforceClient,
     emitter: Arc<Emitter>,
     metrics: IngestMetrics,
-    interval: Duration,
+    schedule: Schedule,
     shutdown: Shutdown,
 ) {
     let org = client.org_name().to_owned();
     let mut last_success_at = None;
-    let mut ticker = tokio::time::interval(interval);
+    let mut ticker = tokio::time::interval(schedule.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut counted = Counted::default();
 
@@ -186,7 +209,14 @@ async fn poll_org(
             _ = ticker.tick() => {}
         }
         let started = std::time::Instant::now();
-        let (status, result) = sync_org(&mut client, &emitter, last_success_at, &shutdown).await;
+        let (status, result) = sync_org(
+            &mut client,
+            &emitter,
+            &schedule.governor,
+            last_success_at,
+            &shutdown,
+        )
+        .await;
         last_success_at = status.last_success_at;
         counted.record(&metrics, &org, &client, &status, started.elapsed());
 
@@ -194,6 +224,14 @@ async fn poll_org(
             Ok(()) => tracing::info!(org = %org, sync_id = %status.sync_id,
                 api_calls = status.api_calls, records = ?status.records, "sync succeeded"),
             Err(SyncError::Cancelled) => break,
+            Err(e) if status.outcome == seatwatch_schemas::SyncOutcome::PausedForQuota => {
+                tracing::warn!(org = %org, error = %e,
+                    pause_secs = schedule.quota_pause.as_secs(), "sync paused for quota");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(schedule.quota_pause) => {}
+                }
+            }
             Err(e) => {
                 let (outcome, class) = e.outcome();
                 tracing::error!(org = %org, outcome = outcome.as_str(), class, error = %e,

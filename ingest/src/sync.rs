@@ -22,6 +22,7 @@ use seatwatch_schemas::{
     EnvelopeKind, RawEnvelope, SfObject, SnapshotEnd, SnapshotMode, SyncOutcome, SyncStatus,
 };
 
+use crate::quota::{QuotaGovernor, QuotaStop};
 use crate::salesforce::{ErrorClass, Query, SalesforceClient, SalesforceError};
 
 /// Un-acknowledged records a sync may hold before it waits for the broker: bounds the
@@ -71,6 +72,8 @@ pub enum SyncError {
              again"
     )]
     Broker(#[from] KafkaError),
+    #[error(transparent)]
+    Quota(#[from] QuotaStop),
     #[error("Salesforce returned a record without an Id: {0}")]
     Record(String),
     #[error("shutdown requested before the sync finished")]
@@ -87,6 +90,7 @@ impl SyncError {
                 ErrorClass::Config => (SyncOutcome::Failed, "config"),
                 ErrorClass::Transient => (SyncOutcome::Failed, "salesforce"),
             },
+            SyncError::Quota(_) => (SyncOutcome::PausedForQuota, "quota"),
             SyncError::Broker(_) => (SyncOutcome::Failed, "broker"),
             SyncError::Record(_) => (SyncOutcome::Failed, "salesforce"),
             SyncError::Cancelled => (SyncOutcome::Failed, "shutdown"),
@@ -113,6 +117,7 @@ struct Fetched {
 pub async fn sync_org(
     client: &mut SalesforceClient,
     emitter: &Emitter,
+    governor: &QuotaGovernor,
     last_success_at: Option<i64>,
     shutdown: &Shutdown,
 ) -> (SyncStatus, Result<(), SyncError>) {
@@ -122,7 +127,12 @@ pub async fn sync_org(
     let clock = Instant::now();
 
     let mut fetched = Fetched::default();
-    let result = fetch_and_emit(client, emitter, &sync_id, &mut fetched, shutdown).await;
+    let run = Run {
+        sync_id: &sync_id,
+        governor,
+        calls_before,
+    };
+    let result = fetch_and_emit(client, emitter, &run, &mut fetched, shutdown).await;
 
     let finished_at = Utc::now();
     let (outcome, error_class, error_message) = match &result {
@@ -162,14 +172,34 @@ pub async fn sync_org(
     (status, result)
 }
 
+/// What one sync needs to know about itself.
+struct Run<'a> {
+    sync_id: &'a str,
+    governor: &'a QuotaGovernor,
+    /// The client's call count when the sync began.
+    calls_before: u64,
+}
+
+impl Run<'_> {
+    /// Stops the sync when it, or the org, has used too much of the daily allowance.
+    fn check_quota(&self, client: &SalesforceClient) -> Result<(), QuotaStop> {
+        let calls = client.api_calls - self.calls_before;
+        self.governor.check(calls, client.limit_info)
+    }
+}
+
 async fn fetch_and_emit(
     client: &mut SalesforceClient,
     emitter: &Emitter,
-    sync_id: &str,
+    run: &Run<'_>,
     fetched: &mut Fetched,
     shutdown: &Shutdown,
 ) -> Result<(), SyncError> {
+    let sync_id = run.sync_id;
     client.sign_in().await?;
+    // Usage before the first query, so an org already over its share is not touched.
+    client.fetch_limits().await?;
+    run.check_quota(client)?;
     let org_id = client.org_id().expect("signed in").to_owned();
     let api_version = client.api_version().to_owned();
     let partition = partition_for(&org_id, emitter.raw_partitions);
@@ -182,6 +212,7 @@ async fn fetch_and_emit(
             if shutdown.is_cancelled() {
                 return Err(SyncError::Cancelled);
             }
+            run.check_quota(client)?;
             if page.restarted {
                 // Earlier pages come again on the new session; the marker counts one pass.
                 count = 0;

@@ -251,6 +251,55 @@ impl SalesforceClient {
         }
     }
 
+    /// Reads the org's daily API usage from `/limits` (which also counts as a call).
+    pub async fn fetch_limits(&mut self) -> Result<LimitInfo, SalesforceError> {
+        let body = self
+            .get_with_session(&format!("/services/data/v{}/limits", self.api_version))
+            .await?;
+        let limits: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| SalesforceError::Transient(format!("limits response is not JSON: {e}")))?;
+        let daily = &limits["DailyApiRequests"];
+        // Older API versions wrote these numbers as strings.
+        let number = |v: &serde_json::Value| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        };
+        let (Some(max), Some(remaining)) = (number(&daily["Max"]), number(&daily["Remaining"]))
+        else {
+            return Err(SalesforceError::Transient(
+                "limits response has no DailyApiRequests Max/Remaining".into(),
+            ));
+        };
+        let info = LimitInfo {
+            used: max.saturating_sub(remaining),
+            limit: max,
+        };
+        self.limit_info = Some(info);
+        Ok(info)
+    }
+
+    /// A GET of an instance path with a session, signing in again once if it expired.
+    async fn get_with_session(&mut self, path: &str) -> Result<Vec<u8>, SalesforceError> {
+        let mut renewed = false;
+        loop {
+            self.sign_in().await?;
+            let session = self.session.as_ref().expect("signed in");
+            let url = session
+                .instance_url
+                .join(path)
+                .map_err(|e| SalesforceError::BadUrl(e.to_string()))?;
+            match self.get_json(url).await {
+                Ok(body) => return Ok(body),
+                Err(CallError::SessionExpired) if !renewed => {
+                    self.session = None;
+                    renewed = true;
+                }
+                Err(CallError::SessionExpired) => return Err(SalesforceError::SessionLoop),
+                Err(CallError::Failed(e)) => return Err(e),
+            }
+        }
+    }
+
     /// Runs a query to its end and returns every record; for small objects and tools.
     pub async fn query_all(&mut self, soql: &str) -> Result<Vec<Box<RawValue>>, SalesforceError> {
         let mut query = Query::new(soql);
