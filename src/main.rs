@@ -47,6 +47,8 @@ enum Command {
 enum IngestCommand {
     /// Poll every configured org on its schedule until stopped.
     Run(Checked<seatwatch_ingest::IngestArgs>),
+    /// Sign in to every org and read one row of every object; print what to fix.
+    Check(seatwatch_ingest::IngestArgs),
     /// Sync every configured org; with --once, a single time, printing a summary.
     Sync {
         /// Sync each org once, print a summary and exit (0 only if every org succeeded).
@@ -114,6 +116,20 @@ async fn ingest(command: IngestCommand) -> anyhow::Result<()> {
             let config = args.load()?;
             seatwatch_ingest::run(config, shutdown::on_signals()).await?;
             Ok(())
+        }
+        IngestCommand::Check(args) => {
+            let config = args.load()?;
+            let checks = seatwatch_ingest::check::check(&config).await?;
+            print!("{}", seatwatch_ingest::check::render(&checks));
+            let failed: Vec<&str> = checks
+                .iter()
+                .filter(|c| !c.passed())
+                .map(|c| c.org.as_str())
+                .collect();
+            match failed.as_slice() {
+                [] => Ok(()),
+                orgs => anyhow::bail!("check failed for {}", orgs.join(", ")),
+            }
         }
         IngestCommand::Sync {
             once: true,

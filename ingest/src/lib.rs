@@ -6,6 +6,7 @@
 //! quota, an outage) never stops another. The work is in [`run`]; `main` only parses
 //! flags. [`sync_once`] is the one-shot "initial fetch" behind `ingest sync --once`.
 
+pub mod check;
 pub mod config;
 pub mod metrics;
 pub mod quota;

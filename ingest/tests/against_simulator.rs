@@ -240,3 +240,59 @@ async fn a_plain_http_login_url_off_loopback_is_refused_before_any_request() {
     let err = SalesforceClient::new(&config(), &org).unwrap_err();
     assert!(err.to_string().contains("use https"), "{err}");
 }
+
+#[tokio::test]
+async fn check_names_each_unreadable_object_and_its_permission() {
+    let sim = simulator(2000, Credentials::demo()).await;
+    sim.handle().with_faults(|f| {
+        f.objects_without_access
+            .insert("PermissionSetLicense".into());
+    });
+    let mut config = config();
+    config.orgs.push(org(&sim.base_url(), &Credentials::demo()));
+
+    let checks = seatwatch_ingest::check::check(&config).await.unwrap();
+    let report = seatwatch_ingest::check::render(&checks);
+
+    assert!(!checks[0].passed());
+    assert!(
+        report.contains(&format!("signed in to {}", sim.handle().org_id())),
+        "{report}"
+    );
+    assert!(
+        report.contains("UserLicense                  readable"),
+        "{report}"
+    );
+    assert!(
+        report.contains("PermissionSetLicense         NOT readable (INVALID_TYPE)")
+            && report.contains("View Setup and Configuration"),
+        "{report}"
+    );
+    assert!(report.contains("1 of 1 org(s) need attention"), "{report}");
+}
+
+#[tokio::test]
+async fn check_passes_when_everything_is_readable_and_explains_a_refused_sign_in() {
+    let sim = simulator(2000, Credentials::demo()).await;
+    let mut config = config();
+    config.orgs.push(org(&sim.base_url(), &Credentials::demo()));
+    let wrong = Credentials {
+        password: SecretString::from("nope"),
+        ..Credentials::demo()
+    };
+    config.orgs.push(OrgConfig {
+        name: "wrong".into(),
+        ..org(&sim.base_url(), &wrong)
+    });
+
+    let checks = seatwatch_ingest::check::check(&config).await.unwrap();
+    let report = seatwatch_ingest::check::render(&checks);
+
+    assert!(checks[0].passed(), "{report}");
+    assert!(!checks[1].passed());
+    assert!(report.contains("org wrong: sign-in FAILED"), "{report}");
+    assert!(
+        report.contains("the token is appended to the password"),
+        "{report}"
+    );
+}

@@ -1,0 +1,120 @@
+//! `seatwatch ingest check`: sign in to every org and read one row of every object, then
+//! say, for each failure, the likely cause and the fix.
+//!
+//! It is the first thing to run against a new org: it costs one sign-in and one API call
+//! per object, emits nothing to Kafka and needs no broker.
+
+use std::fmt::Write;
+
+use seatwatch_schemas::SfObject;
+
+use crate::salesforce::{SalesforceClient, SalesforceError};
+use crate::{build_clients, IngestConfig, IngestError};
+
+/// What the check found for one org.
+#[derive(Debug)]
+pub struct OrgCheck {
+    pub org: String,
+    /// The org id and instance URL, or why sign-in failed.
+    pub sign_in: Result<(String, String), SalesforceError>,
+    /// Each object and whether the integration user can read it.
+    pub objects: Vec<(SfObject, Result<(), SalesforceError>)>,
+}
+
+impl OrgCheck {
+    /// Signed in and every object readable.
+    pub fn passed(&self) -> bool {
+        self.sign_in.is_ok() && self.objects.iter().all(|(_, r)| r.is_ok())
+    }
+}
+
+/// Checks every configured org.
+pub async fn check(config: &IngestConfig) -> Result<Vec<OrgCheck>, IngestError> {
+    config.validate().map_err(IngestError::Config)?;
+    let mut results = Vec::new();
+    for mut client in build_clients(config)? {
+        results.push(check_org(&mut client).await);
+    }
+    Ok(results)
+}
+
+async fn check_org(client: &mut SalesforceClient) -> OrgCheck {
+    let org = client.org_name().to_owned();
+    let sign_in = match client.sign_in().await {
+        Ok(session) => Ok((session.org_id.clone(), session.instance_url.to_string())),
+        Err(e) => Err(e),
+    };
+    let mut objects = Vec::new();
+    if sign_in.is_ok() {
+        for object in SfObject::ALL {
+            let soql = format!("SELECT Id FROM {object} LIMIT 1");
+            objects.push((object, client.query_all(&soql).await.map(|_| ())));
+        }
+    }
+    OrgCheck {
+        org,
+        sign_in,
+        objects,
+    }
+}
+
+/// The permission the integration user needs to read `object`.
+fn permission_for(object: SfObject) -> &'static str {
+    match object {
+        SfObject::UserLicense | SfObject::PermissionSetLicense | SfObject::PackageLicense => {
+            "the 'View Setup and Configuration' permission"
+        }
+        SfObject::PermissionSetLicenseAssign => {
+            "'View Setup and Configuration' or 'Assign Permission Sets'"
+        }
+        SfObject::UserPackageLicense => "'View Setup and Configuration' (package seat assignments)",
+        SfObject::User => "API access to Users ('API Enabled' on the profile)",
+    }
+}
+
+/// Renders the findings as a short report with a fix per failure.
+pub fn render(checks: &[OrgCheck]) -> String {
+    let mut out = String::new();
+    for check in checks {
+        match &check.sign_in {
+            Ok((org_id, instance)) => {
+                let _ = writeln!(
+                    out,
+                    "org {}: signed in to {org_id} at {instance}",
+                    check.org
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(out, "org {}: sign-in FAILED\n  {e}", check.org);
+                continue;
+            }
+        }
+        for (object, result) in &check.objects {
+            match result {
+                Ok(()) => {
+                    let _ = writeln!(out, "  {:<28} readable", object.as_str());
+                }
+                Err(SalesforceError::Refused { code, .. })
+                    if code == "INVALID_TYPE" || code == "INSUFFICIENT_ACCESS" =>
+                {
+                    let _ = writeln!(
+                        out,
+                        "  {:<28} NOT readable ({code}): the integration user cannot see \
+                         {object}; grant {}",
+                        object.as_str(),
+                        permission_for(*object)
+                    );
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "  {:<28} NOT readable: {e}", object.as_str());
+                }
+            }
+        }
+    }
+    let failed = checks.iter().filter(|c| !c.passed()).count();
+    let _ = match failed {
+        0 => writeln!(out, "all {} org(s) readable", checks.len()),
+        n => writeln!(out, "{n} of {} org(s) need attention", checks.len()),
+    };
+    out
+}
