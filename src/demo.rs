@@ -135,6 +135,9 @@ fn spawn_services(
     let credentials = Credentials::demo();
     let mut ingest = seatwatch_ingest::IngestConfig::with_defaults(kafka.clone());
     ingest.poll_interval_secs = args.poll_interval_secs;
+    // Logins do not move SystemModstamp, so the demo reads users in full every sync to
+    // show them within seconds; deployments read them incrementally.
+    ingest.full_sync_interval_secs = 0;
     ingest.orgs.push(seatwatch_ingest::OrgConfig {
         name: "simulated-org".into(),
         login_url: simulator_url.to_owned(),

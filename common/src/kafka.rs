@@ -152,6 +152,9 @@ pub struct Topics {
     pub recommendations: String,
     /// Records transform could not process, with the reason in headers.
     pub dlq: String,
+    /// ingest's read positions per org and object (key `org/object`), so a restarted
+    /// ingest resumes where the last acknowledged sync ended.
+    pub ingest_cursors: String,
 }
 
 impl Topics {
@@ -165,6 +168,7 @@ impl Topics {
             alerts: name("seats.alerts"),
             recommendations: name("seats.recommendations"),
             dlq: name("salesforce.usage.dlq"),
+            ingest_cursors: name("salesforce.ingest-cursors"),
         }
     }
 
@@ -179,6 +183,7 @@ impl Topics {
             TopicSpec::delete(&self.alerts, 4 * WEEK_MS),
             TopicSpec::compact(&self.recommendations),
             TopicSpec::delete(&self.dlq, 4 * WEEK_MS),
+            TopicSpec::compact(&self.ingest_cursors),
         ]
     }
 }

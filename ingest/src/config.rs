@@ -60,6 +60,14 @@ pub struct IngestConfig {
     /// of its daily allowance, so seatwatch never starves the org's other integrations.
     #[serde(default = "default_max_total_share")]
     pub max_total_share: f64,
+    /// How far before its cursor an incremental `User` read starts, for changes that
+    /// become visible late; 0 reads strictly after the cursor, tie-breaking on `Id`.
+    #[serde(default = "default_user_lookback_secs")]
+    pub user_lookback_secs: u64,
+    /// How often `User` is read in full (which also picks up `LastLoginDate`, a field
+    /// that does not move `SystemModstamp`); 0 reads it in full at every sync.
+    #[serde(default = "default_full_sync_interval_secs")]
+    pub full_sync_interval_secs: u64,
     /// How long an org waits after a sync stopped for quota before it tries again.
     #[serde(default = "default_quota_pause_secs")]
     pub quota_pause_secs: u64,
@@ -119,6 +127,12 @@ fn default_max_run_share() -> f64 {
 fn default_max_total_share() -> f64 {
     0.80
 }
+fn default_user_lookback_secs() -> u64 {
+    600
+}
+fn default_full_sync_interval_secs() -> u64 {
+    86_400
+}
 fn default_quota_pause_secs() -> u64 {
     3600
 }
@@ -167,6 +181,8 @@ impl IngestConfig {
             max_run_share: default_max_run_share(),
             max_total_share: default_max_total_share(),
             quota_pause_secs: default_quota_pause_secs(),
+            user_lookback_secs: default_user_lookback_secs(),
+            full_sync_interval_secs: default_full_sync_interval_secs(),
             orgs: Vec::new(),
         }
     }

@@ -8,12 +8,14 @@
 
 pub mod check;
 pub mod config;
+pub mod cursor;
 pub mod metrics;
 pub mod quota;
 pub mod salesforce;
 pub mod summary;
 pub mod sync;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,10 +29,11 @@ use seatwatch_common::{shutdown::DRAIN_DEADLINE, Shutdown};
 use seatwatch_schemas::SyncStatus;
 
 pub use config::{IngestConfig, IngestOverrides, KafkaOverrides, OrgConfig};
+use cursor::UserCursor;
 use metrics::IngestMetrics;
 use quota::QuotaGovernor;
 use salesforce::SalesforceClient;
-use sync::{sync_org, Emitter, SyncError};
+use sync::{sync_org, CursorSlot, Emitter, SyncError, SyncPolicy};
 
 /// ingest could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -75,13 +78,14 @@ pub async fn run_with(
     let metrics = IngestMetrics::register(registry)?;
     let emitter = Arc::new(connect(&config, &health).await?);
     let clients = build_clients(&config)?;
+    let cursors = load_cursors(&config, &emitter, &health).await?;
     warn_about_password_flow();
     health.set_ready();
 
     let schedule = Schedule {
         interval: Duration::from_secs(config.poll_interval_secs),
         quota_pause: Duration::from_secs(config.quota_pause_secs),
-        governor: governor(&config),
+        policy: policy(&config),
     };
     let tasks: Vec<_> = clients
         .into_iter()
@@ -89,7 +93,10 @@ pub async fn run_with(
             let emitter = emitter.clone();
             let metrics = metrics.clone();
             let shutdown = shutdown.clone();
-            tokio::spawn(poll_org(client, emitter, metrics, schedule, shutdown))
+            let cursor = CursorSlot::new(cursors.clone());
+            tokio::spawn(poll_org(
+                client, emitter, metrics, schedule, cursor, shutdown,
+            ))
         })
         .collect();
     for task in tasks {
@@ -110,12 +117,15 @@ pub async fn sync_once(
     let health = Health::new();
     let emitter = connect(&config, &health).await?;
     let clients = build_clients(&config)?;
+    let cursors = load_cursors(&config, &emitter, &health).await?;
     warn_about_password_flow();
 
-    let governor = governor(&config);
+    let policy = policy(&config);
     let mut statuses = Vec::new();
     for mut client in clients {
-        let (status, result) = sync_org(&mut client, &emitter, &governor, None, &shutdown).await;
+        let mut cursor = CursorSlot::new(cursors.clone());
+        let (status, result) =
+            sync_org(&mut client, &emitter, &policy, &mut cursor, None, &shutdown).await;
         if let Err(e) = &result {
             tracing::error!(org = %client.org_name(), error = %e, "sync failed");
         }
@@ -151,6 +161,7 @@ async fn connect(config: &IngestConfig, health: &Health) -> Result<Emitter, Inge
         producer,
         raw_partitions: partitions[&topics.raw],
         status_partitions: partitions[&topics.sync_status],
+        cursor_partitions: partitions[&topics.ingest_cursors],
         topics,
     })
 }
@@ -174,10 +185,26 @@ fn warn_about_password_flow() {
     );
 }
 
-fn governor(config: &IngestConfig) -> QuotaGovernor {
-    QuotaGovernor {
-        max_run_share: config.max_run_share,
-        max_total_share: config.max_total_share,
+/// Reads the user cursors of every org from the cursor topic.
+async fn load_cursors(
+    config: &IngestConfig,
+    emitter: &Emitter,
+    health: &Health,
+) -> Result<Arc<HashMap<String, UserCursor>>, IngestError> {
+    health.set_not_ready("loading cursors");
+    let cursors = cursor::load(&config.kafka, &emitter.topics.ingest_cursors).await?;
+    tracing::info!(orgs = cursors.len(), "user cursors loaded");
+    Ok(Arc::new(cursors))
+}
+
+fn policy(config: &IngestConfig) -> SyncPolicy {
+    SyncPolicy {
+        governor: QuotaGovernor {
+            max_run_share: config.max_run_share,
+            max_total_share: config.max_total_share,
+        },
+        user_lookback: Duration::from_secs(config.user_lookback_secs),
+        full_sync_interval: Duration::from_secs(config.full_sync_interval_secs),
     }
 }
 
@@ -186,7 +213,7 @@ fn governor(config: &IngestConfig) -> QuotaGovernor {
 struct Schedule {
     interval: Duration,
     quota_pause: Duration,
-    governor: QuotaGovernor,
+    policy: SyncPolicy,
 }
 
 /// Syncs one org every `interval` until shutdown; after a sync paused for quota, waits
@@ -196,6 +223,7 @@ async fn poll_org(
     emitter: Arc<Emitter>,
     metrics: IngestMetrics,
     schedule: Schedule,
+    mut cursor: CursorSlot,
     shutdown: Shutdown,
 ) {
     let org = client.org_name().to_owned();
@@ -213,7 +241,8 @@ async fn poll_org(
         let (status, result) = sync_org(
             &mut client,
             &emitter,
-            &schedule.governor,
+            &schedule.policy,
+            &mut cursor,
             last_success_at,
             &shutdown,
         )

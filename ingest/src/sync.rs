@@ -10,18 +10,23 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use chrono::Utc;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 use futures::future::try_join_all;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use seatwatch_common::kafka::{delivered, enqueue, partition_for, ServiceContext, Topics};
 use seatwatch_common::Shutdown;
 use seatwatch_schemas::avro::AvroRecord;
-use seatwatch_schemas::salesforce::RecordId;
+use seatwatch_schemas::salesforce::{parse_datetime, RecordId};
 use seatwatch_schemas::{
     EnvelopeKind, RawEnvelope, SfObject, SnapshotEnd, SnapshotMode, SyncOutcome, SyncStatus,
 };
 
+use crate::cursor::{self, UserCursor};
 use crate::quota::{QuotaGovernor, QuotaStop};
 use crate::salesforce::{ErrorClass, Query, SalesforceClient, SalesforceError};
 
@@ -29,8 +34,17 @@ use crate::salesforce::{ErrorClass, Query, SalesforceClient, SalesforceError};
 /// memory of a large org (each record is about 1 KiB in the producer's queue).
 const MAX_PENDING: usize = 50_000;
 
+/// The `SELECT … FROM User` that both full and incremental reads start with.
+pub const USER_SELECT: &str = "SELECT Id, Username, IsActive, UserType, LastLoginDate, \
+    ProfileId, Profile.Name, Profile.UserLicenseId, Profile.UserLicense.Name, \
+    Profile.UserLicense.LicenseDefinitionKey, SystemModstamp FROM User";
+
+const USER_FULL: &str = "SELECT Id, Username, IsActive, UserType, LastLoginDate, ProfileId, \
+    Profile.Name, Profile.UserLicenseId, Profile.UserLicense.Name, \
+    Profile.UserLicense.LicenseDefinitionKey, SystemModstamp FROM User ORDER BY Id";
+
 /// The SOQL that reads each object. Licences and assignments are small: full snapshots.
-/// Users are read in full too; incremental reads on SystemModstamp come later.
+/// `User` here is the full read; incremental reads are built by [`UserCursor`].
 pub fn soql(object: SfObject) -> &'static str {
     match object {
         SfObject::UserLicense => {
@@ -54,11 +68,7 @@ pub fn soql(object: SfObject) -> &'static str {
             "SELECT Id, UserId, PackageLicenseId, SystemModstamp FROM UserPackageLicense \
              ORDER BY Id"
         }
-        SfObject::User => {
-            "SELECT Id, Username, IsActive, UserType, LastLoginDate, ProfileId, Profile.Name, \
-             Profile.UserLicenseId, Profile.UserLicense.Name, \
-             Profile.UserLicense.LicenseDefinitionKey, SystemModstamp FROM User ORDER BY Id"
-        }
+        SfObject::User => USER_FULL,
     }
 }
 
@@ -104,6 +114,38 @@ pub struct Emitter {
     pub topics: Topics,
     pub raw_partitions: i32,
     pub status_partitions: i32,
+    pub cursor_partitions: i32,
+}
+
+/// How syncs behave: quota limits and how users are read.
+#[derive(Clone, Copy, Debug)]
+pub struct SyncPolicy {
+    pub governor: QuotaGovernor,
+    pub user_lookback: Duration,
+    pub full_sync_interval: Duration,
+}
+
+/// An org's user cursor: the one loaded from Kafka at start until the org's first sync
+/// signs in and picks its own, then the one of its latest acknowledged sync.
+#[derive(Debug)]
+pub struct CursorSlot {
+    loaded: Arc<HashMap<String, UserCursor>>,
+    current: Option<UserCursor>,
+}
+
+impl CursorSlot {
+    pub fn new(loaded: Arc<HashMap<String, UserCursor>>) -> Self {
+        Self {
+            loaded,
+            current: None,
+        }
+    }
+
+    fn get(&mut self, org_id: &str) -> &mut UserCursor {
+        let loaded = &self.loaded;
+        self.current
+            .get_or_insert_with(|| loaded.get(org_id).cloned().unwrap_or_default())
+    }
 }
 
 /// What one sync fetched.
@@ -117,7 +159,8 @@ struct Fetched {
 pub async fn sync_org(
     client: &mut SalesforceClient,
     emitter: &Emitter,
-    governor: &QuotaGovernor,
+    policy: &SyncPolicy,
+    cursor: &mut CursorSlot,
     last_success_at: Option<i64>,
     shutdown: &Shutdown,
 ) -> (SyncStatus, Result<(), SyncError>) {
@@ -129,10 +172,11 @@ pub async fn sync_org(
     let mut fetched = Fetched::default();
     let run = Run {
         sync_id: &sync_id,
-        governor,
+        policy,
         calls_before,
+        started_at,
     };
-    let result = fetch_and_emit(client, emitter, &run, &mut fetched, shutdown).await;
+    let result = fetch_and_emit(client, emitter, &run, cursor, &mut fetched, shutdown).await;
 
     let finished_at = Utc::now();
     let (outcome, error_class, error_message) = match &result {
@@ -175,38 +219,74 @@ pub async fn sync_org(
 /// What one sync needs to know about itself.
 struct Run<'a> {
     sync_id: &'a str,
-    governor: &'a QuotaGovernor,
+    policy: &'a SyncPolicy,
     /// The client's call count when the sync began.
     calls_before: u64,
+    started_at: DateTime<Utc>,
 }
 
 impl Run<'_> {
     /// Stops the sync when it, or the org, has used too much of the daily allowance.
     fn check_quota(&self, client: &SalesforceClient) -> Result<(), QuotaStop> {
         let calls = client.api_calls - self.calls_before;
-        self.governor.check(calls, client.limit_info)
+        self.policy.governor.check(calls, client.limit_info)
     }
+
+    /// How this sync reads users: the query, the snapshot mode, and the cursor it
+    /// starts the next one from.
+    fn user_plan(&self, cursor: &UserCursor) -> (String, SnapshotMode, UserCursor) {
+        let policy = self.policy;
+        if !cursor.needs_full(self.started_at, policy.full_sync_interval) {
+            if let Some(soql) = cursor.incremental_soql(USER_SELECT, policy.user_lookback) {
+                return (soql, SnapshotMode::Incremental, cursor.clone());
+            }
+        }
+        let fresh = UserCursor {
+            last_full_at: Some(self.started_at),
+            ..UserCursor::default()
+        };
+        (USER_FULL.to_owned(), SnapshotMode::Full, fresh)
+    }
+}
+
+/// The two fields an incremental read needs of every user.
+#[derive(serde::Deserialize)]
+struct Modstamp<'a> {
+    #[serde(rename = "Id", borrow)]
+    id: std::borrow::Cow<'a, str>,
+    #[serde(rename = "SystemModstamp", borrow)]
+    system_modstamp: std::borrow::Cow<'a, str>,
 }
 
 async fn fetch_and_emit(
     client: &mut SalesforceClient,
     emitter: &Emitter,
     run: &Run<'_>,
+    cursor: &mut CursorSlot,
     fetched: &mut Fetched,
     shutdown: &Shutdown,
 ) -> Result<(), SyncError> {
     let sync_id = run.sync_id;
     client.sign_in().await?;
-    // Usage before the first query, so an org already over its share is not touched.
-    client.fetch_limits().await?;
+    // Usage before the first query, so an org already over its share is not touched;
+    // later syncs know it from the last response.
+    if client.limit_info.is_none() {
+        client.fetch_limits().await?;
+    }
     run.check_quota(client)?;
     let org_id = client.org_id().expect("signed in").to_owned();
     let api_version = client.api_version().to_owned();
     let partition = partition_for(&org_id, emitter.raw_partitions);
     let mut pending: Vec<DeliveryFuture> = Vec::new();
 
+    let org_cursor = cursor.get(&org_id);
+    let (user_soql, user_mode, mut next_cursor) = run.user_plan(org_cursor);
     for object in SfObject::ALL {
-        let mut query = Query::new(soql(object));
+        let (text, mode) = match object {
+            SfObject::User => (user_soql.as_str(), user_mode),
+            other => (soql(other), SnapshotMode::Full),
+        };
+        let mut query = Query::new(text);
         let mut count: u64 = 0;
         while let Some(page) = client.next_page(&mut query).await? {
             if shutdown.is_cancelled() {
@@ -223,6 +303,13 @@ async fn fetch_and_emit(
                     .map_err(|e| SyncError::Record(format!("{object}: {e}")))?
                     .id
                     .into_owned();
+                if object == SfObject::User {
+                    let stamp = user_modstamp(record.get())?;
+                    if mode == SnapshotMode::Incremental && !org_cursor.is_new(&id, stamp) {
+                        continue;
+                    }
+                    next_cursor.observe(&id, stamp);
+                }
                 let envelope = RawEnvelope {
                     org_id: org_id.clone(),
                     sync_id: sync_id.to_owned(),
@@ -257,8 +344,24 @@ async fn fetch_and_emit(
         pending.push(send_envelope(emitter, &marker, None, partition).await?);
         fetched.records.insert(object.to_string(), count as i64);
     }
+    await_all(&mut pending).await?;
 
-    await_all(&mut pending).await
+    // Every event is acknowledged: the cursor may move.
+    next_cursor.prune(run.policy.user_lookback);
+    cursor::save(emitter, &org_id, &next_cursor).await?;
+    *cursor.get(&org_id) = next_cursor;
+    Ok(())
+}
+
+fn user_modstamp(record: &str) -> Result<DateTime<Utc>, SyncError> {
+    let fields: Modstamp<'_> = serde_json::from_str(record)
+        .map_err(|e| SyncError::Record(format!("User without Id or SystemModstamp: {e}")))?;
+    parse_datetime(&fields.system_modstamp).map_err(|e| {
+        SyncError::Record(format!(
+            "User {} has SystemModstamp {:?}: {e}",
+            fields.id, fields.system_modstamp
+        ))
+    })
 }
 
 async fn send_envelope(
