@@ -143,9 +143,10 @@ fn spawn_services(
         login_url: simulator_url.to_owned(),
         consumer_key: credentials.consumer_key,
         username: credentials.username,
-        consumer_secret: SecretRef::Inline(credentials.consumer_secret),
-        password: SecretRef::Inline(credentials.password),
+        consumer_secret: Some(SecretRef::Inline(credentials.consumer_secret)),
+        password: Some(SecretRef::Inline(credentials.password)),
         security_token: Some(SecretRef::Inline(credentials.security_token)),
+        ..Default::default()
     });
 
     let transform = seatwatch_transform::TransformConfig {

@@ -39,9 +39,10 @@ fn expected_from_simulator(login_url: &str) -> Expected {
         login_url: login_url.into(),
         consumer_key: credentials.consumer_key,
         username: credentials.username,
-        consumer_secret: SecretRef::Inline(credentials.consumer_secret),
-        password: SecretRef::Inline(credentials.password),
+        consumer_secret: Some(SecretRef::Inline(credentials.consumer_secret)),
+        password: Some(SecretRef::Inline(credentials.password)),
         security_token: Some(SecretRef::Inline(credentials.security_token)),
+        ..Default::default()
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {

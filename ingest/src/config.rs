@@ -76,8 +76,24 @@ pub struct IngestConfig {
     pub orgs: Vec<OrgConfig>,
 }
 
+/// How ingest signs in to an org.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthFlow {
+    /// OAuth username-password flow: consumer key and secret, username, password and
+    /// security token. Blocked by default in new orgs; retirement announced for 2027.
+    #[default]
+    Password,
+    /// OAuth client-credentials flow: consumer key and secret; the Connected App runs as
+    /// its configured user. Needs the org's My Domain login URL.
+    ClientCredentials,
+    /// OAuth JWT bearer flow: an assertion signed with the Connected App's private key,
+    /// for `username`, with the login host as audience.
+    JwtBearer,
+}
+
 /// One Salesforce org and its Connected App.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OrgConfig {
     /// seatwatch's name for the org, used in logs, metrics and sync status.
@@ -86,18 +102,71 @@ pub struct OrgConfig {
     /// for sandboxes, or the org's My Domain. Plain `http` only on loopback.
     #[serde(default = "default_login_url")]
     pub login_url: String,
+    /// How to sign in; each flow needs the secrets its doc names.
+    #[serde(default)]
+    pub flow: AuthFlow,
     /// The Connected App's consumer key (not a secret: it identifies the app).
     pub consumer_key: String,
-    /// The integration user's username.
+    /// The integration user's username (password and JWT bearer flows).
+    #[serde(default)]
     pub username: String,
-    /// The Connected App's consumer secret.
-    pub consumer_secret: SecretRef,
-    /// The user's password.
-    pub password: SecretRef,
+    /// The Connected App's consumer secret (password and client-credentials flows).
+    #[serde(default)]
+    pub consumer_secret: Option<SecretRef>,
+    /// The user's password (password flow).
+    #[serde(default)]
+    pub password: Option<SecretRef>,
     /// The user's security token, appended to the password; omit it when the org
     /// trusts ingest's IP range.
     #[serde(default)]
     pub security_token: Option<SecretRef>,
+    /// The PEM RSA private key whose certificate the Connected App holds (JWT bearer).
+    #[serde(default)]
+    pub private_key: Option<SecretRef>,
+}
+
+impl OrgConfig {
+    /// Checks that the org names what its flow needs, and nothing it would ignore.
+    pub fn validate(&self) -> Result<(), String> {
+        let name = &self.name;
+        let needs = |field: &str, present: bool| {
+            if present {
+                Ok(())
+            } else {
+                Err(format!("org {name}: flow {:?} needs `{field}`", self.flow))
+            }
+        };
+        let unused = |field: &str, present: bool| {
+            if present {
+                Err(format!(
+                    "org {name}: `{field}` is not used by flow {:?}; remove it",
+                    self.flow
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match self.flow {
+            AuthFlow::Password => {
+                needs("username", !self.username.is_empty())?;
+                needs("consumer_secret", self.consumer_secret.is_some())?;
+                needs("password", self.password.is_some())?;
+                unused("private_key", self.private_key.is_some())
+            }
+            AuthFlow::ClientCredentials => {
+                needs("consumer_secret", self.consumer_secret.is_some())?;
+                unused("password", self.password.is_some())?;
+                unused("security_token", self.security_token.is_some())?;
+                unused("private_key", self.private_key.is_some())
+            }
+            AuthFlow::JwtBearer => {
+                needs("username", !self.username.is_empty())?;
+                needs("private_key", self.private_key.is_some())?;
+                unused("password", self.password.is_some())?;
+                unused("security_token", self.security_token.is_some())
+            }
+        }
+    }
 }
 
 fn default_listen_addr() -> SocketAddr {
@@ -199,6 +268,9 @@ impl IngestConfig {
                 "org name {:?} is used twice; names must be unique",
                 pair[0]
             ));
+        }
+        for org in &self.orgs {
+            org.validate()?;
         }
         if !(200..=2000).contains(&self.batch_size) {
             return Err(format!(

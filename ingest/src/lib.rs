@@ -28,7 +28,7 @@ use seatwatch_common::kafka::{ensure_topics, ServiceContext, Topics};
 use seatwatch_common::{shutdown::DRAIN_DEADLINE, Shutdown};
 use seatwatch_schemas::SyncStatus;
 
-pub use config::{IngestConfig, IngestOverrides, KafkaOverrides, OrgConfig};
+pub use config::{AuthFlow, IngestConfig, IngestOverrides, KafkaOverrides, OrgConfig};
 use cursor::UserCursor;
 use metrics::IngestMetrics;
 use quota::QuotaGovernor;
@@ -79,7 +79,7 @@ pub async fn run_with(
     let emitter = Arc::new(connect(&config, &health).await?);
     let clients = build_clients(&config)?;
     let cursors = load_cursors(&config, &emitter, &health).await?;
-    warn_about_password_flow();
+    warn_about_password_flow(&config);
     health.set_ready();
 
     let schedule = Schedule {
@@ -118,7 +118,7 @@ pub async fn sync_once(
     let emitter = connect(&config, &health).await?;
     let clients = build_clients(&config)?;
     let cursors = load_cursors(&config, &emitter, &health).await?;
-    warn_about_password_flow();
+    warn_about_password_flow(&config);
 
     let policy = policy(&config);
     let mut statuses = Vec::new();
@@ -176,9 +176,19 @@ fn build_clients(config: &IngestConfig) -> Result<Vec<SalesforceClient>, IngestE
         .collect()
 }
 
-/// The username-password flow is on its way out; say so once, at start.
-fn warn_about_password_flow() {
+/// The username-password flow is on its way out; say so once, at start, when in use.
+fn warn_about_password_flow(config: &IngestConfig) {
+    let orgs: Vec<&str> = config
+        .orgs
+        .iter()
+        .filter(|o| o.flow == AuthFlow::Password)
+        .map(|o| o.name.as_str())
+        .collect();
+    if orgs.is_empty() {
+        return;
+    }
     tracing::warn!(
+        orgs = orgs.join(","),
         "signing in with the OAuth username-password flow: Salesforce blocks it by default \
          in orgs created since Summer '23 and has announced its retirement for February \
          2027; plan a move to the client-credentials or JWT bearer flow"

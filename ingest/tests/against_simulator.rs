@@ -24,9 +24,10 @@ fn org(login_url: &str, credentials: &Credentials) -> OrgConfig {
         login_url: login_url.into(),
         consumer_key: credentials.consumer_key.clone(),
         username: credentials.username.clone(),
-        consumer_secret: SecretRef::Inline(credentials.consumer_secret.clone()),
-        password: SecretRef::Inline(credentials.password.clone()),
+        consumer_secret: Some(SecretRef::Inline(credentials.consumer_secret.clone())),
+        password: Some(SecretRef::Inline(credentials.password.clone())),
         security_token: Some(SecretRef::Inline(credentials.security_token.clone())),
+        ..Default::default()
     }
 }
 
@@ -295,4 +296,113 @@ async fn check_passes_when_everything_is_readable_and_explains_a_refused_sign_in
         report.contains("the token is appended to the password"),
         "{report}"
     );
+}
+
+const TEST_PRIVATE_KEY: &str = include_str!("../../fixtures/jwt/test_only_private_key.pem");
+const TEST_PUBLIC_KEY: &str = include_str!("../../fixtures/jwt/test_only_public_key.pem");
+
+fn jwt_org(login_url: &str, username: &str) -> OrgConfig {
+    OrgConfig {
+        name: "jwt".into(),
+        login_url: login_url.into(),
+        flow: seatwatch_ingest::AuthFlow::JwtBearer,
+        consumer_key: Credentials::demo().consumer_key,
+        username: username.into(),
+        private_key: Some(SecretRef::Inline(SecretString::from(TEST_PRIVATE_KEY))),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn the_jwt_bearer_flow_signs_in_with_a_signed_assertion() {
+    let credentials = Credentials {
+        jwt_public_key_pem: Some(TEST_PUBLIC_KEY.into()),
+        ..Credentials::demo()
+    };
+    let sim = simulator(2000, credentials.clone()).await;
+
+    let mut client =
+        SalesforceClient::new(&config(), &jwt_org(&sim.base_url(), &credentials.username)).unwrap();
+    assert_eq!(
+        client.sign_in().await.unwrap().org_id,
+        sim.handle().org_id()
+    );
+
+    let mut stranger =
+        SalesforceClient::new(&config(), &jwt_org(&sim.base_url(), "nobody@x.example")).unwrap();
+    let err = stranger.sign_in().await.unwrap_err();
+    assert!(err.to_string().contains("invalid assertion"), "{err}");
+}
+
+#[tokio::test]
+async fn a_jwt_assertion_the_app_cannot_verify_is_refused() {
+    // The connected app holds no certificate: no assertion verifies.
+    let sim = simulator(2000, Credentials::demo()).await;
+    let org = jwt_org(&sim.base_url(), &Credentials::demo().username);
+    let err = SalesforceClient::new(&config(), &org)
+        .unwrap()
+        .sign_in()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SalesforceError::Auth { .. }), "{err:?}");
+}
+
+fn client_credentials_org(login_url: &str) -> OrgConfig {
+    OrgConfig {
+        name: "cc".into(),
+        login_url: login_url.into(),
+        flow: seatwatch_ingest::AuthFlow::ClientCredentials,
+        consumer_key: Credentials::demo().consumer_key,
+        consumer_secret: Some(SecretRef::Inline(Credentials::demo().consumer_secret)),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn the_client_credentials_flow_signs_in_on_my_domain_only() {
+    let sim = simulator(2000, Credentials::demo()).await;
+    let mut client =
+        SalesforceClient::new(&config(), &client_credentials_org(&sim.base_url())).unwrap();
+    assert_eq!(
+        client.sign_in().await.unwrap().org_id,
+        sim.handle().org_id()
+    );
+
+    let err = SalesforceClient::new(
+        &config(),
+        &client_credentials_org("https://login.salesforce.com"),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("My Domain"), "{err}");
+    assert!(SalesforceClient::new(
+        &config(),
+        &client_credentials_org("https://acme--uat.sandbox.my.salesforce.com"),
+    )
+    .is_ok());
+}
+
+#[test]
+fn each_flow_says_which_secret_it_lacks_or_does_not_use() {
+    let password_without_password = OrgConfig {
+        password: None,
+        ..org("https://x.example", &Credentials::demo())
+    };
+    let err = password_without_password.validate().unwrap_err();
+    assert!(err.contains("needs `password`"), "{err}");
+
+    let jwt_with_password = OrgConfig {
+        password: Some(SecretRef::Env("X".into())),
+        ..jwt_org("https://login.salesforce.com", "u@x.example")
+    };
+    let err = jwt_with_password.validate().unwrap_err();
+    assert!(err.contains("`password` is not used"), "{err}");
+
+    let jwt_without_key = OrgConfig {
+        private_key: None,
+        ..jwt_org("https://x.example", "u")
+    };
+    assert!(jwt_without_key
+        .validate()
+        .unwrap_err()
+        .contains("needs `private_key`"));
 }

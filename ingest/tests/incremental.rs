@@ -43,9 +43,10 @@ async fn setup(user_lookback_secs: u64) -> Setup {
         login_url: sim.base_url(),
         consumer_key: credentials.consumer_key,
         username: credentials.username,
-        consumer_secret: SecretRef::Inline(credentials.consumer_secret),
-        password: SecretRef::Inline(credentials.password),
+        consumer_secret: Some(SecretRef::Inline(credentials.consumer_secret)),
+        password: Some(SecretRef::Inline(credentials.password)),
         security_token: Some(SecretRef::Inline(credentials.security_token)),
+        ..Default::default()
     });
     Setup {
         _cluster: cluster,

@@ -104,6 +104,9 @@ pub struct Credentials {
     pub password: SecretString,
     /// The user's security token, appended to the password at login.
     pub security_token: SecretString,
+    /// PEM public key of the certificate uploaded to the connected app: JWT bearer
+    /// assertions must verify with it. `None` refuses the JWT bearer flow.
+    pub jwt_public_key_pem: Option<String>,
 }
 
 impl Credentials {
@@ -125,6 +128,7 @@ impl Credentials {
             username: "integration@lakeside-freight.example".into(),
             password: SecretString::from("demo-password"),
             security_token: SecretString::from("DEMOSECURITYTOKEN"),
+            jwt_public_key_pem: None,
         }
     }
 
@@ -149,6 +153,14 @@ impl Credentials {
             username: var("SEATWATCH_SIMULATOR_USERNAME")?.unwrap_or(demo.username),
             password: secret("SEATWATCH_SIMULATOR_PASSWORD", demo.password)?,
             security_token: secret("SEATWATCH_SIMULATOR_SECURITY_TOKEN", demo.security_token)?,
+            jwt_public_key_pem: match var("SEATWATCH_SIMULATOR_JWT_PUBLIC_KEY_FILE")? {
+                Some(path) => {
+                    Some(std::fs::read_to_string(&path).map_err(|e| {
+                        SimulatorError::InvalidConfig(format!("reading {path}: {e}"))
+                    })?)
+                }
+                None => None,
+            },
         })
     }
 }

@@ -51,7 +51,7 @@ async fn token_errors_equal_the_recorded_responses() {
         (
             "token_error_unsupported_grant_type.json",
             FORM,
-            form_with("grant_type", "client_credentials"),
+            form_with("grant_type", "authorization_code"),
         ),
         (
             "token_error_unsupported_grant_type.json",

@@ -17,9 +17,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use url::Url;
 
-use super::auth::{login, Session};
+use super::auth::{login, Grant, Session};
 use super::error::{excerpt, ApiError, SalesforceError};
-use crate::config::{IngestConfig, OrgConfig};
+use crate::config::{AuthFlow, IngestConfig, OrgConfig};
 
 /// The org's API usage from the last `Sforce-Limit-Info` header.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -101,9 +101,7 @@ enum CallError {
 pub struct SalesforceClient {
     http: reqwest::Client,
     org: OrgConfig,
-    consumer_secret: SecretString,
-    password: SecretString,
-    security_token: Option<SecretString>,
+    grant: Grant,
     api_version: String,
     batch_size: u32,
     max_attempts: usize,
@@ -140,13 +138,41 @@ impl SalesforceClient {
                 ))
             })
         };
-        let consumer_secret = resolve("consumer_secret", &org.consumer_secret)?;
-        let password = resolve("password", &org.password)?;
-        let security_token = match &org.security_token {
-            Some(source) => Some(resolve("security_token", source)?),
-            None => None,
+        org.validate().map_err(SalesforceError::BadUrl)?;
+        let required = |what: &str, source: &Option<seatwatch_common::SecretRef>| {
+            let source = source
+                .as_ref()
+                .expect("validate checked the flow's secrets");
+            resolve(what, source)
         };
-        super::auth::check_login_url(&org.login_url)?;
+        let login_url = super::auth::check_login_url(&org.login_url)?;
+        let grant = match org.flow {
+            AuthFlow::Password => Grant::Password {
+                consumer_secret: required("consumer_secret", &org.consumer_secret)?,
+                password: required("password", &org.password)?,
+                security_token: match &org.security_token {
+                    Some(source) => Some(resolve("security_token", source)?),
+                    None => None,
+                },
+            },
+            AuthFlow::ClientCredentials => {
+                super::auth::check_my_domain(&login_url)?;
+                Grant::ClientCredentials {
+                    consumer_secret: required("consumer_secret", &org.consumer_secret)?,
+                }
+            }
+            AuthFlow::JwtBearer => {
+                let pem = required("private_key", &org.private_key)?;
+                let key = jsonwebtoken::EncodingKey::from_rsa_pem(pem.expose_secret().as_bytes())
+                    .map_err(|e| {
+                    SalesforceError::BadUrl(format!(
+                        "org {}: private_key is not a PEM RSA private key ({e})",
+                        org.name
+                    ))
+                })?;
+                Grant::JwtBearer { key }
+            }
+        };
 
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -158,9 +184,7 @@ impl SalesforceClient {
         Ok(Self {
             http,
             org: org.clone(),
-            consumer_secret,
-            password,
-            security_token,
+            grant,
             api_version: config.api_version.clone(),
             batch_size: config.batch_size,
             max_attempts: config.max_attempts,
@@ -192,14 +216,7 @@ impl SalesforceClient {
             let mut delays = self.backoff();
             let session = loop {
                 self.logins += 1;
-                let attempt = login(
-                    &self.http,
-                    &self.org,
-                    &self.consumer_secret,
-                    &self.password,
-                    self.security_token.as_ref(),
-                )
-                .await;
+                let attempt = login(&self.http, &self.org, &self.grant).await;
                 match attempt {
                     Ok(session) => break session,
                     Err(e) if e.is_retriable() => match delays.next() {

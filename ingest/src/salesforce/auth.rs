@@ -1,11 +1,17 @@
-//! Sign-in with the OAuth 2.0 username-password flow of a Connected App.
+//! Sign-in to a Connected App with one of three OAuth 2.0 flows.
 //!
-//! The form carries the consumer key and secret, the username, and the password with the
-//! security token appended (no separator). reqwest form-encodes each field exactly once,
-//! so `&`, `+`, `%`, `=` and spaces in a password arrive intact. The response has no
-//! `expires_in`: a session lives until the org's inactivity timeout, so the client keeps
-//! it until a call answers 401. Redirects are never followed: a redirected POST loses
-//! its form and Salesforce then answers `unsupported_grant_type`.
+//! - Username-password: the consumer key and secret, the username, and the password with
+//!   the security token appended (no separator).
+//! - Client credentials: the consumer key and secret; the app runs as the user set on
+//!   it. Salesforce accepts it only on the org's My Domain host.
+//! - JWT bearer: an RS256 assertion (issuer the consumer key, subject the username,
+//!   audience the login host, valid three minutes) signed with the app's private key.
+//!
+//! reqwest form-encodes each field exactly once, so `&`, `+`, `%`, `=` and spaces in a
+//! password arrive intact. The response has no `expires_in`: a session lives until the
+//! org's inactivity timeout, so the client keeps it until a call answers 401. Redirects
+//! are never followed: a redirected POST loses its form and Salesforce then answers
+//! `unsupported_grant_type`.
 
 use std::net::IpAddr;
 
@@ -62,38 +68,118 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
+/// What an org signs in with, its secrets read from their sources.
+pub(crate) enum Grant {
+    Password {
+        consumer_secret: SecretString,
+        password: SecretString,
+        security_token: Option<SecretString>,
+    },
+    ClientCredentials {
+        consumer_secret: SecretString,
+    },
+    JwtBearer {
+        key: jsonwebtoken::EncodingKey,
+    },
+}
+
+/// The JWT bearer flow's assertion claims.
+#[derive(serde::Serialize)]
+struct Claims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    exp: i64,
+}
+
+/// The grant type of the JWT bearer flow.
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+/// Client credentials work only on an org's My Domain (or the simulator on loopback).
+pub(crate) fn check_my_domain(login_url: &Url) -> Result<(), SalesforceError> {
+    let host = login_url
+        .host_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if host.ends_with(".my.salesforce.com") || is_loopback(login_url) {
+        return Ok(());
+    }
+    Err(SalesforceError::BadUrl(format!(
+        "the client-credentials flow needs the org's My Domain login URL          (https://<domain>.my.salesforce.com), not {host}"
+    )))
+}
+
+/// Builds the token request's form for a grant. Secrets are copied into the form here
+/// and nowhere else.
+fn form(
+    org: &OrgConfig,
+    login_url: &Url,
+    grant: &Grant,
+) -> Result<Vec<(&'static str, String)>, SalesforceError> {
+    let client_id = ("client_id", org.consumer_key.clone());
+    Ok(match grant {
+        Grant::Password {
+            consumer_secret,
+            password,
+            security_token,
+        } => {
+            // The one place the password and token meet: concatenated, form-encoded once.
+            let mut password_and_token = password.expose_secret().to_owned();
+            if let Some(token) = security_token {
+                password_and_token.push_str(token.expose_secret());
+            }
+            vec![
+                ("grant_type", "password".into()),
+                client_id,
+                ("client_secret", consumer_secret.expose_secret().to_owned()),
+                ("username", org.username.clone()),
+                ("password", password_and_token),
+            ]
+        }
+        Grant::ClientCredentials { consumer_secret } => {
+            check_my_domain(login_url)?;
+            vec![
+                ("grant_type", "client_credentials".into()),
+                client_id,
+                ("client_secret", consumer_secret.expose_secret().to_owned()),
+            ]
+        }
+        Grant::JwtBearer { key } => {
+            let audience = login_url.origin().ascii_serialization();
+            let claims = Claims {
+                iss: &org.consumer_key,
+                sub: &org.username,
+                aud: &audience,
+                exp: chrono::Utc::now().timestamp() + 180,
+            };
+            let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+            let assertion = jsonwebtoken::encode(&header, &claims, key).map_err(|e| {
+                SalesforceError::BadUrl(format!("signing the JWT assertion failed: {e}"))
+            })?;
+            vec![("grant_type", JWT_BEARER.into()), ("assertion", assertion)]
+        }
+    })
+}
+
 /// Signs in to one org.
 pub(crate) async fn login(
     http: &reqwest::Client,
     org: &OrgConfig,
-    consumer_secret: &SecretString,
-    password: &SecretString,
-    security_token: Option<&SecretString>,
+    grant: &Grant,
 ) -> Result<Session, SalesforceError> {
     let login_url = check_login_url(&org.login_url)?;
     let token_url = login_url
         .join("/services/oauth2/token")
         .map_err(|e| SalesforceError::BadUrl(e.to_string()))?;
 
-    // The one place the password and token meet: concatenated, then form-encoded once.
-    let mut password_and_token = password.expose_secret().to_owned();
-    if let Some(token) = security_token {
-        password_and_token.push_str(token.expose_secret());
-    }
-    let form = [
-        ("grant_type", "password"),
-        ("client_id", org.consumer_key.as_str()),
-        ("client_secret", consumer_secret.expose_secret()),
-        ("username", org.username.as_str()),
-        ("password", password_and_token.as_str()),
-    ];
+    let form = form(org, &login_url, grant)?;
     let response = http
         .post(token_url.clone())
         .form(&form)
         .send()
         .await
         .map_err(|e| SalesforceError::Transient(format!("sign-in to {login_url}: {e}")))?;
-    drop(password_and_token);
+    drop(form);
 
     let status = response.status();
     if status.is_redirection() {

@@ -1,4 +1,10 @@
-//! `POST /services/oauth2/token`: the OAuth 2.0 username-password flow.
+//! `POST /services/oauth2/token`: the OAuth 2.0 username-password, client-credentials and
+//! JWT bearer flows.
+//!
+//! Client credentials run as the integration user (as a connected app's "Run As" user
+//! does). A JWT bearer assertion must be RS256-signed with the key whose public half is
+//! configured, name the consumer key as issuer and the integration user as subject, have
+//! the login host (or login/test.salesforce.com) as audience, and not have expired.
 //!
 //! The body is decoded strictly as `application/x-www-form-urlencoded` (percent escapes,
 //! `+` as space); a JSON body, another content type, or parameters in the URL query string are
@@ -40,6 +46,8 @@ enum Refusal {
     InvalidClient,
     AuthenticationFailure,
     LoginRateExceeded,
+    InvalidAssertion,
+    InvalidAudience,
 }
 
 impl Refusal {
@@ -50,6 +58,8 @@ impl Refusal {
             Self::InvalidClient => ("invalid_client", "invalid client credentials"),
             Self::AuthenticationFailure => ("invalid_grant", "authentication failure"),
             Self::LoginRateExceeded => ("invalid_grant", "login rate exceeded"),
+            Self::InvalidAssertion => ("invalid_grant", "invalid assertion"),
+            Self::InvalidAudience => ("invalid_grant", "audience is invalid"),
         };
         oauth_error(error, description)
     }
@@ -103,8 +113,11 @@ fn login(
         return Err(Refusal::UnsupportedGrantType);
     }
     let form = Form::decode(body);
-    if form.get("grant_type") != Some("password") {
-        return Err(Refusal::UnsupportedGrantType);
+    match form.get("grant_type") {
+        Some("password") => {}
+        Some("client_credentials") => return client_credentials(shared, &form, base, peer),
+        Some(JWT_BEARER) => return jwt_bearer(shared, &form, base, peer),
+        _ => return Err(Refusal::UnsupportedGrantType),
     }
 
     // The connected app: its key, then its secret.
@@ -144,6 +157,100 @@ fn login(
     }
 
     // A new session each time; earlier sessions stay valid until they time out.
+    let _ = state
+        .org
+        .record_login(&user_id, sftime::now(), "Success", source);
+    Ok(open_session(shared, &mut state, &user_id, base, now))
+}
+
+/// The grant type of the JWT bearer flow.
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+/// Client credentials: the app's key and secret; the session is the integration user's.
+fn client_credentials(
+    shared: &Shared,
+    form: &Form,
+    base: &str,
+    peer: SocketAddr,
+) -> Result<Issued, Refusal> {
+    let credentials = &shared.credentials;
+    if form.get("client_id") != Some(credentials.consumer_key.as_str()) {
+        return Err(Refusal::InvalidClientId);
+    }
+    if form.get("client_secret") != Some(credentials.consumer_secret.expose_secret()) {
+        return Err(Refusal::InvalidClient);
+    }
+    run_as_integration_user(shared, base, peer)
+}
+
+/// The claims of a JWT bearer assertion that the simulator checks.
+#[derive(serde::Deserialize)]
+struct Claims {
+    iss: String,
+    sub: String,
+    aud: String,
+}
+
+/// JWT bearer: a signed assertion for the integration user.
+fn jwt_bearer(
+    shared: &Shared,
+    form: &Form,
+    base: &str,
+    peer: SocketAddr,
+) -> Result<Issued, Refusal> {
+    let credentials = &shared.credentials;
+    let Some(public_key) = credentials.jwt_public_key_pem.as_deref() else {
+        return Err(Refusal::InvalidAssertion);
+    };
+    let key = jsonwebtoken::DecodingKey::from_rsa_pem(public_key.as_bytes())
+        .map_err(|_| Refusal::InvalidAssertion)?;
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.validate_aud = false;
+    validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+    let assertion = form.get("assertion").unwrap_or_default();
+    let claims = jsonwebtoken::decode::<Claims>(assertion, &key, &validation)
+        .map_err(|_| Refusal::InvalidAssertion)?
+        .claims;
+
+    if claims.iss != credentials.consumer_key {
+        return Err(Refusal::InvalidClientId);
+    }
+    let audiences = [
+        base,
+        "https://login.salesforce.com",
+        "https://test.salesforce.com",
+    ];
+    if !audiences.contains(&claims.aud.trim_end_matches('/')) {
+        return Err(Refusal::InvalidAudience);
+    }
+    if !claims.sub.eq_ignore_ascii_case(&credentials.username) {
+        return Err(Refusal::InvalidAssertion);
+    }
+    run_as_integration_user(shared, base, peer)
+}
+
+/// Opens a session for the integration user, if it is active and under the login rate.
+fn run_as_integration_user(
+    shared: &Shared,
+    base: &str,
+    peer: SocketAddr,
+) -> Result<Issued, Refusal> {
+    let now = Instant::now();
+    let mut state = shared.lock();
+    let user_id = state
+        .org
+        .user_by_username(&shared.credentials.username)
+        .filter(|u| u.is_active)
+        .map(|u| u.id.clone())
+        .ok_or(Refusal::AuthenticationFailure)?;
+    if over_login_rate(&mut state, &user_id, now) {
+        return Err(Refusal::LoginRateExceeded);
+    }
+    let source = LoginSource::oauth_password(
+        CONNECTED_APP_NAME,
+        base.trim_start_matches("http://"),
+        &peer.ip().to_string(),
+    );
     let _ = state
         .org
         .record_login(&user_id, sftime::now(), "Success", source);
