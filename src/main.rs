@@ -9,6 +9,7 @@ mod topics;
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use seatwatch_common::{shutdown, telemetry};
 
@@ -87,11 +88,26 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "seatwatch stopped");
-            eprintln!("error: {e:#}");
+            tracing::error!(error = report(&e), "seatwatch stopped");
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes in one line, each cause added only when the text so far does
+/// not already say it (many errors print their source in their own message).
+fn report(error: &anyhow::Error) -> String {
+    error
+        .chain()
+        .skip(1)
+        .fold(error.to_string(), |text, cause| {
+            let cause = cause.to_string();
+            if text.contains(&cause) {
+                text
+            } else {
+                format!("{text}: {cause}")
+            }
+        })
 }
 
 async fn ingest(command: IngestCommand) -> anyhow::Result<()> {
@@ -165,6 +181,10 @@ async fn simulator(checked: Checked<seatwatch_simulator::SimulatorArgs>) -> anyh
 async fn transform(checked: Checked<seatwatch_transform::TransformArgs>) -> anyhow::Result<()> {
     let config = checked.args.load()?;
     if checked.check_config {
+        config
+            .kafka
+            .client_config()
+            .context("kafka.secret_properties")?;
         println!(
             "transform config OK: group {}; brokers {}; topic prefix {:?}",
             config.group_id, config.kafka.bootstrap_servers, config.kafka.topic_prefix
@@ -179,6 +199,13 @@ async fn alert(checked: Checked<seatwatch_alert::AlertArgs>) -> anyhow::Result<(
     let config = checked.args.load()?;
     if checked.check_config {
         config.validate()?;
+        config
+            .kafka
+            .client_config()
+            .context("kafka.secret_properties")?;
+        if let Some(secret) = config.webhook.as_ref().and_then(|w| w.secret.as_ref()) {
+            secret.resolve().context("webhook.secret")?;
+        }
         println!(
             "alert config OK: group {}; brokers {}; topic prefix {:?}; webhook {}",
             config.group_id,

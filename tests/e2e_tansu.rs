@@ -315,7 +315,7 @@ fn check_metrics_with_promtool(name: &str, metrics: &str) {
         .stderr(std::process::Stdio::piped())
         .spawn()
     else {
-        let strict = std::env::var("SEATWATCH_STRICT_TOOLS").is_ok_and(|v| v == "1");
+        let strict = std::env::var("REQUIRE_TEST_TOOLS").is_ok_and(|v| v == "1");
         assert!(
             !strict,
             "promtool is required here (scripts/test.sh installs it)"

@@ -226,6 +226,11 @@ impl TopicSpec {
 /// A topic could not be created or is missing.
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {
+    #[error(
+        "cannot reach the Kafka brokers at {brokers} ({error}); check kafka.bootstrap_servers \
+         and that the brokers are up and reachable from here"
+    )]
+    Unreachable { brokers: String, error: KafkaError },
     #[error("Kafka client setup failed: {0}")]
     Client(#[from] KafkaError),
     #[error("{0}")]
@@ -245,6 +250,16 @@ pub enum TopicError {
 /// Creates the topics that do not exist yet (when `create_topics`), then checks that all
 /// exist, returning each topic's partition count.
 pub async fn ensure_topics(
+    config: &KafkaConfig,
+    specs: &[TopicSpec],
+) -> Result<BTreeMap<String, i32>, TopicError> {
+    tracing::info!(brokers = %config.bootstrap_servers, topics = specs.len(), "checking topics");
+    create_and_check(config, specs)
+        .await
+        .map_err(unreachable(config))
+}
+
+async fn create_and_check(
     config: &KafkaConfig,
     specs: &[TopicSpec],
 ) -> Result<BTreeMap<String, i32>, TopicError> {
@@ -274,6 +289,17 @@ pub async fn ensure_topics(
 
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     topic_partitions(client_config, names).await
+}
+
+/// Names the brokers in errors that mean they could not be reached.
+fn unreachable(config: &KafkaConfig) -> impl Fn(TopicError) -> TopicError + '_ {
+    move |error| match error {
+        TopicError::Client(error) => TopicError::Unreachable {
+            brokers: config.bootstrap_servers.clone(),
+            error,
+        },
+        other => other,
+    }
 }
 
 /// Looks up the partition count of each topic; a missing topic is an error.

@@ -14,8 +14,10 @@ use serde::Deserialize;
 pub use secrecy::{ExposeSecret, SecretString};
 
 /// Where a secret lives: `{ env = "NAME" }` or `{ file = "/path" }` in TOML.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
+///
+/// Deserialising never echoes what it was given: a secret written inline by mistake
+/// must not come back in the error message that refuses it.
+#[derive(Clone, Debug)]
 pub enum SecretRef {
     /// The name of an environment variable holding the secret.
     Env(String),
@@ -23,8 +25,68 @@ pub enum SecretRef {
     File(PathBuf),
     /// A value already in memory, for programs that build their config in code (the demo,
     /// tests). Config files cannot express it.
-    #[serde(skip)]
     Inline(SecretString),
+}
+
+/// What every refusal of a secret's config says.
+const SECRET_SHAPE: &str = "a secret is configured as { env = \"VARIABLE\" } or \
+    { file = \"/path/to/file\" }, never as a value in the configuration";
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SecretRefVisitor)
+    }
+}
+
+struct SecretRefVisitor;
+
+impl<'de> serde::de::Visitor<'de> for SecretRefVisitor {
+    type Value = SecretRef;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(SECRET_SHAPE)
+    }
+
+    fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<SecretRef, M::Error> {
+        use serde::de::Error;
+
+        let Some(key) = map.next_key::<String>()? else {
+            return Err(M::Error::custom(SECRET_SHAPE));
+        };
+        let value: String = map
+            .next_value()
+            .map_err(|_| M::Error::custom(SECRET_SHAPE))?;
+        if map.next_key::<String>()?.is_some() {
+            return Err(M::Error::custom(format!(
+                "{SECRET_SHAPE} (exactly one of env, file)"
+            )));
+        }
+        match key.as_str() {
+            "env" => Ok(SecretRef::Env(value)),
+            "file" => Ok(SecretRef::File(value.into())),
+            _ => Err(M::Error::custom(SECRET_SHAPE)),
+        }
+    }
+
+    // Every other shape is refused without repeating it: it may be the secret itself.
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<SecretRef, E> {
+        Err(E::custom(SECRET_SHAPE))
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<SecretRef, E> {
+        Err(E::custom(SECRET_SHAPE))
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<SecretRef, E> {
+        Err(E::custom(SECRET_SHAPE))
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<SecretRef, E> {
+        Err(E::custom(SECRET_SHAPE))
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<SecretRef, E> {
+        Err(E::custom(SECRET_SHAPE))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<SecretRef, A::Error> {
+        Err(serde::de::Error::custom(SECRET_SHAPE))
+    }
 }
 
 /// A secret could not be read. The message names the source, never the value.
@@ -108,6 +170,26 @@ mod tests {
             .resolve()
             .unwrap_err();
         assert!(err.to_string().contains("SEATWATCH_TEST_SURELY_UNSET_VAR"));
+    }
+
+    #[test]
+    fn a_secret_written_inline_is_refused_without_being_repeated() {
+        for text in [
+            r#""hunter2-inline""#,
+            "12345678",
+            r#"{"value": "hunter2-inline"}"#,
+        ] {
+            let err = serde_json::from_str::<SecretRef>(text)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                !err.contains("hunter2") && !err.contains("12345678"),
+                "{err}"
+            );
+            assert!(err.contains("{ env = "), "{err}");
+        }
+        let both = r#"{"env": "A", "file": "/b"}"#;
+        assert!(serde_json::from_str::<SecretRef>(both).is_err());
     }
 
     #[test]

@@ -20,7 +20,10 @@ pub fn init() {
         Ok("text") => false,
         _ => !std::io::stderr().is_terminal(),
     };
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = if json {
         builder
             .json()

@@ -76,9 +76,18 @@ pub async fn run_with(
 ) -> Result<(), IngestError> {
     config.validate().map_err(IngestError::Config)?;
     let metrics = IngestMetrics::register(registry)?;
-    let emitter = Arc::new(connect(&config, &health).await?);
     let clients = build_clients(&config)?;
-    let cursors = load_cursors(&config, &emitter, &health).await?;
+    // Reaching the broker can take its timeouts; a shutdown meanwhile ends the start.
+    let started = async {
+        let emitter = connect(&config, &health).await?;
+        let cursors = load_cursors(&config, &emitter, &health).await?;
+        Ok::<_, IngestError>((Arc::new(emitter), cursors))
+    };
+    let (emitter, cursors) = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return Ok(()),
+        started = started => started?,
+    };
     warn_about_password_flow(&config);
     health.set_ready();
 
@@ -115,17 +124,29 @@ pub async fn sync_once(
 ) -> Result<Vec<SyncStatus>, IngestError> {
     config.validate().map_err(IngestError::Config)?;
     let health = Health::new();
-    let emitter = connect(&config, &health).await?;
     let clients = build_clients(&config)?;
-    let cursors = load_cursors(&config, &emitter, &health).await?;
+    let started = async {
+        let emitter = connect(&config, &health).await?;
+        let cursors = load_cursors(&config, &emitter, &health).await?;
+        Ok::<_, IngestError>((emitter, cursors))
+    };
+    let (emitter, cursors) = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return Ok(Vec::new()),
+        started = started => started?,
+    };
     warn_about_password_flow(&config);
 
     let policy = policy(&config);
     let mut statuses = Vec::new();
     for mut client in clients {
         let mut cursor = CursorSlot::new(cursors.clone());
-        let (status, result) =
-            sync_org(&mut client, &emitter, &policy, &mut cursor, None, &shutdown).await;
+        let sync = sync_org(&mut client, &emitter, &policy, &mut cursor, None, &shutdown);
+        let (status, result) = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            done = sync => done,
+        };
         if let Err(e) = &result {
             tracing::error!(org = %client.org_name(), error = %e, "sync failed");
         }
@@ -244,19 +265,29 @@ async fn poll_org(
 
     loop {
         tokio::select! {
+            biased;
             _ = shutdown.cancelled() => break,
             _ = ticker.tick() => {}
         }
         let started = std::time::Instant::now();
-        let (status, result) = sync_org(
+        // A shutdown abandons the sync where it is (HTTP calls, retries, backoff): its
+        // events lack their end markers and its cursor did not move, so nothing is lost.
+        let sync = sync_org(
             &mut client,
             &emitter,
             &schedule.policy,
             &mut cursor,
             last_success_at,
             &shutdown,
-        )
-        .await;
+        );
+        let (status, result) = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                tracing::info!(org = %org, "sync abandoned for shutdown");
+                break;
+            }
+            done = sync => done,
+        };
         last_success_at = status.last_success_at;
         counted.record(&metrics, &org, &client, &status, started.elapsed());
 

@@ -214,22 +214,125 @@ pub struct Alert {
     pub sent_at: i64,
 }
 
+/// What a [`Recommendation`] advises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RecommendationAction {
+    /// Take the seat back from the user; the pool keeps it for someone else.
+    Reclaim,
+    /// Move the user to a cheaper licence that covers what they use.
+    Downgrade,
+    /// Buy fewer seats of the licence at the next renewal.
+    ResizePool,
+    /// Never written: what a reader with an older schema sees for an action added later
+    /// (the enum's default). Skip such a recommendation.
+    Unknown,
+}
+
+impl RecommendationAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecommendationAction::Reclaim => "reclaim",
+            RecommendationAction::Downgrade => "downgrade",
+            RecommendationAction::ResizePool => "resize_pool",
+            RecommendationAction::Unknown => "unknown",
+        }
+    }
+}
+
+/// What a [`Recommendation`] rests on (Avro record `Evidence`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecommendationEvidence {
+    /// User.LastLoginDate in epoch milliseconds; `None` when the user never logged in or
+    /// no user is concerned.
+    pub last_login_at: Option<i64>,
+    /// Whole days from `last_login_at` to the recommendation's `observed_at`.
+    pub days_idle: Option<i32>,
+    /// User.IsActive of the seat holder; `false` when no user is concerned.
+    pub active: bool,
+    /// Ids of every licence the user holds, sorted.
+    pub assignments: Vec<String>,
+    /// One sentence a licence manager can read.
+    pub reason: String,
+}
+
+/// One piece of advice on a seat or a pool. Topic `seats.recommendations`, key
+/// `org/user-id/license-id` ([`recommendation_key`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Recommendation {
+    /// 18-character Salesforce org id.
+    pub org_id: String,
+    /// The seat holder; `None` for a pool-level recommendation.
+    pub user_id: Option<String>,
+    /// The seat holder's username; `None` exactly when `user_id` is.
+    pub username: Option<String>,
+    /// The kind of licence pool the seat belongs to.
+    pub license_kind: LicenseKind,
+    /// Salesforce id of the licence record.
+    pub license_id: String,
+    /// Stable API name of the licence, as [`LicenseState::name`].
+    pub license_name: String,
+    /// What to do.
+    pub action: RecommendationAction,
+    /// Why.
+    pub evidence: RecommendationEvidence,
+    /// Monthly saving in `currency`; `None` when the licence's price is not known.
+    pub estimated_monthly_saving: Option<f64>,
+    /// ISO 4217 code, e.g. `USD`.
+    pub currency: String,
+    /// From 0 (a guess) to 1 (certain).
+    pub confidence: f64,
+    /// `observed_at` of the newest seat state the recommendation was derived from.
+    pub observed_at: i64,
+}
+
+impl Recommendation {
+    /// The Kafka key: `org/user-id/license-id`, or `org/-/license-id` without a user.
+    pub fn key(&self) -> String {
+        recommendation_key(&self.org_id, self.user_id.as_deref(), &self.license_id)
+    }
+}
+
+/// The user segment of a pool-level recommendation's key (no Salesforce id is `-`).
+pub const NO_USER_KEY_SEGMENT: &str = "-";
+
+/// The Kafka key of a recommendation: `org/user-id/license-id`, with `-` in place of the
+/// user id when the recommendation concerns a whole pool.
+pub fn recommendation_key(org_id: &str, user_id: Option<&str>, license_id: &str) -> String {
+    let user = user_id.unwrap_or(NO_USER_KEY_SEGMENT);
+    format!("{org_id}/{user}/{license_id}")
+}
+
 impl AvroRecord for LicenseState {
     const SCHEMA: &'static str = include_str!("../avro/license_state.avsc");
+    const PUBLISHED: &'static [&'static str] =
+        &[include_str!("../avro/published/license_state/v1.avsc")];
     crate::codec_once!();
 }
 
 impl AvroRecord for UserState {
     const SCHEMA: &'static str = include_str!("../avro/user_state.avsc");
+    const PUBLISHED: &'static [&'static str] =
+        &[include_str!("../avro/published/user_state/v1.avsc")];
     crate::codec_once!();
 }
 
 impl AvroRecord for SyncStatus {
     const SCHEMA: &'static str = include_str!("../avro/sync_status.avsc");
+    const PUBLISHED: &'static [&'static str] =
+        &[include_str!("../avro/published/sync_status/v1.avsc")];
     crate::codec_once!();
 }
 
 impl AvroRecord for Alert {
     const SCHEMA: &'static str = include_str!("../avro/alert.avsc");
+    const PUBLISHED: &'static [&'static str] = &[include_str!("../avro/published/alert/v1.avsc")];
+    crate::codec_once!();
+}
+
+impl AvroRecord for Recommendation {
+    const SCHEMA: &'static str = include_str!("../avro/recommendation.avsc");
+    const PUBLISHED: &'static [&'static str] =
+        &[include_str!("../avro/published/recommendation/v1.avsc")];
     crate::codec_once!();
 }

@@ -200,7 +200,9 @@ pub async fn run_cli(
     let config = args.into_config()?;
     if dump {
         let org = load_org(&config, sftime::now())?;
-        println!("{}", dump_org(&org)?);
+        // A closed pipe (`--dump-org | head`) ends the output quietly.
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout().lock(), "{}", dump_org(&org)?);
         return Ok(());
     }
     run(config, shutdown).await

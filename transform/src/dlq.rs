@@ -18,6 +18,8 @@ pub const HEADER_SOURCE_TOPIC: &str = "seatwatch.source.topic";
 pub const HEADER_SOURCE_PARTITION: &str = "seatwatch.source.partition";
 /// Header holding the offset the event was read from, in decimal.
 pub const HEADER_SOURCE_OFFSET: &str = "seatwatch.source.offset";
+/// Present when the value was cut to its head: the original length in bytes.
+pub const HEADER_TRUNCATED_FROM: &str = "seatwatch.truncated.from.bytes";
 
 /// The value of [`HEADER_STAGE`] for events this service rejects.
 pub const STAGE: &str = "transform";

@@ -285,15 +285,31 @@ impl Processor {
             partition: input.partition,
             offset: input.offset,
         };
+        // A value near the broker's size limit would not fit again with the headers added,
+        // and a dead letter that cannot be written would stop the partition for good. Its
+        // head is kept; the whole value stays in the source topic at the offset the
+        // headers name, for the source topic's retention.
+        let mut headers = dlq::headers(&rejection, source);
+        let value = input.value.map(|value| {
+            if value.len() <= MAX_DEAD_LETTER_BYTES {
+                return value.to_vec();
+            }
+            headers.push((dlq::HEADER_TRUNCATED_FROM, value.len().to_string()));
+            value[..MAX_DEAD_LETTER_BYTES].to_vec()
+        });
         Output {
             target: Target::Dlq,
             org_id: org_id.map(str::to_owned).or_else(|| org_of_key(input.key)),
             key: input.key.map(<[u8]>::to_vec),
-            value: input.value.map(<[u8]>::to_vec),
-            headers: dlq::headers(&rejection, source),
+            value,
+            headers,
         }
     }
 }
+
+/// The largest value copied whole into the dead-letter topic: well under Kafka's default
+/// 1 MB message limit once headers and the key are added.
+pub const MAX_DEAD_LETTER_BYTES: usize = 512 * 1024;
 
 impl OrgState {
     /// A record: counted in its object's open snapshot, then published or buffered.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use reqwest::header::{HeaderMap, AUTHORIZATION, LOCATION};
 use reqwest::StatusCode;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use url::Url;
@@ -107,6 +107,9 @@ pub struct SalesforceClient {
     max_attempts: usize,
     retry_base: Duration,
     session: Option<Session>,
+    /// The org id of the latest session, kept when the session ends so a later failed
+    /// sign-in is still reported under the org's id.
+    known_org_id: Option<String>,
     /// Data calls made since the client was created (sign-ins excluded).
     pub api_calls: u64,
     /// Sign-ins made since the client was created.
@@ -190,6 +193,7 @@ impl SalesforceClient {
             max_attempts: config.max_attempts,
             retry_base: Duration::from_millis(config.retry_base_ms),
             session: None,
+            known_org_id: None,
             api_calls: 0,
             logins: 0,
             retries: 0,
@@ -201,9 +205,9 @@ impl SalesforceClient {
         &self.org.name
     }
 
-    /// The org id, once signed in.
+    /// The org id, once signed in (also after the session ended).
     pub fn org_id(&self) -> Option<&str> {
-        self.session.as_ref().map(|s| s.org_id.as_str())
+        self.known_org_id.as_deref()
     }
 
     pub fn api_version(&self) -> &str {
@@ -228,6 +232,7 @@ impl SalesforceClient {
             };
             tracing::info!(org = %self.org.name, org_id = %session.org_id,
                 instance = %session.instance_url, "signed in to Salesforce");
+            self.known_org_id = Some(session.org_id.clone());
             self.session = Some(session);
         }
         Ok(self.session.as_ref().expect("session was just set"))

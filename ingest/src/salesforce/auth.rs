@@ -199,7 +199,56 @@ pub(crate) async fn login(
         .bytes()
         .await
         .map_err(|e| SalesforceError::Transient(format!("reading sign-in response: {e}")))?;
-    parse_token_response(status, &body)
+    parse_token_response(status, &body).map_err(|e| scrub(e, grant))
+}
+
+/// Removes the grant's secret values from an error built from the server's words: a
+/// misbehaving endpoint that echoes the form must not put a password in the logs.
+fn scrub(error: SalesforceError, grant: &Grant) -> SalesforceError {
+    let secrets: Vec<String> = match grant {
+        Grant::Password {
+            consumer_secret,
+            password,
+            security_token,
+        } => {
+            let mut secrets = vec![
+                consumer_secret.expose_secret().to_owned(),
+                password.expose_secret().to_owned(),
+            ];
+            if let Some(token) = security_token {
+                secrets.push(format!(
+                    "{}{}",
+                    password.expose_secret(),
+                    token.expose_secret()
+                ));
+                secrets.push(token.expose_secret().to_owned());
+            }
+            secrets
+        }
+        Grant::ClientCredentials { consumer_secret } => {
+            vec![consumer_secret.expose_secret().to_owned()]
+        }
+        Grant::JwtBearer { .. } => Vec::new(),
+    };
+    let clean = |text: String| {
+        let mut secrets = secrets.clone();
+        // Longest first, so a password-plus-token goes before its parts.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets
+            .iter()
+            .filter(|s| s.len() >= 4)
+            .fold(text, |text, secret| {
+                text.replace(secret.as_str(), "[redacted]")
+            })
+    };
+    match error {
+        SalesforceError::Auth { error, description } => SalesforceError::Auth {
+            error: clean(error),
+            description: clean(description),
+        },
+        SalesforceError::Transient(text) => SalesforceError::Transient(clean(text)),
+        other => other,
+    }
 }
 
 /// Turns a token endpoint response into a session or a classified error.
@@ -339,6 +388,31 @@ mod tests {
             parse_token_response(StatusCode::OK, body),
             Err(SalesforceError::BadUrl(_))
         ));
+    }
+
+    #[test]
+    fn secrets_echoed_by_a_login_server_are_scrubbed() {
+        let grant = Grant::Password {
+            consumer_secret: SecretString::from("CS-secret-1"),
+            password: SecretString::from("pw-Secret"),
+            security_token: Some(SecretString::from("TOKEN123")),
+        };
+        let body = br#"{"error":"invalid_grant",
+            "error_description":"client_secret=CS-secret-1&password=pw-SecretTOKEN123"}"#;
+        let err = scrub(
+            parse_token_response(StatusCode::BAD_REQUEST, body).unwrap_err(),
+            &grant,
+        );
+        let text = err.to_string();
+        assert!(
+            !text.contains("CS-secret-1") && !text.contains("pw-Secret"),
+            "{text}"
+        );
+        assert!(!text.contains("TOKEN123"), "{text}");
+        assert!(
+            text.contains("client_secret=[redacted]&password=[redacted]"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::*;
 use crate::dlq::{
     HEADER_ERROR_CLASS, HEADER_ERROR_MESSAGE, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION,
-    HEADER_SOURCE_TOPIC, HEADER_STAGE,
+    HEADER_SOURCE_TOPIC, HEADER_STAGE, HEADER_TRUNCATED_FROM,
 };
 
 const ORG: &str = "00D5g000004XyZwEAK";
@@ -928,4 +928,22 @@ fn markers_are_checked_too() {
     let outputs = feed.send(Some(format!("{ORG}/User").as_bytes()), Some(&value));
     assert_eq!(header(&outputs[0], HEADER_ERROR_CLASS), "invalid_envelope");
     assert!(header(&outputs[0], HEADER_ERROR_MESSAGE).contains("snapshot"));
+}
+
+#[test]
+fn a_dead_letter_too_large_for_the_broker_keeps_its_head_and_says_so() {
+    let mut huge = b"{\"not\": \"an envelope\", \"pad\": \"".to_vec();
+    huge.resize(MAX_DEAD_LETTER_BYTES + 10_000, b'x');
+    let outputs = Feed::new().send(Some(b"x/y/z"), Some(&huge));
+
+    let letter = &outputs[0];
+    assert_eq!(letter.target, Target::Dlq);
+    assert_eq!(
+        letter.value.as_deref(),
+        Some(&huge[..MAX_DEAD_LETTER_BYTES])
+    );
+    assert_eq!(
+        header(letter, HEADER_TRUNCATED_FROM),
+        huge.len().to_string()
+    );
 }
