@@ -391,6 +391,41 @@ mod tests {
     }
 
     #[test]
+    fn the_password_form_is_encoded_exactly_like_the_recorded_request() {
+        let recorded = fixture("token_request_password_grant.json");
+        let body = recorded["request"]["body"].as_str().unwrap();
+        let field = |name: &str| {
+            url::form_urlencoded::parse(body.as_bytes())
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+                .unwrap()
+        };
+        let org = OrgConfig {
+            name: "fixture".into(),
+            login_url: "https://login.salesforce.com".into(),
+            consumer_key: field("client_id"),
+            username: field("username"),
+            ..OrgConfig::default()
+        };
+        // The recorded password field is a password with a security token appended.
+        let password_and_token = field("password");
+        let (password, token) = password_and_token.split_at(15);
+        let grant = Grant::Password {
+            consumer_secret: SecretString::from(field("client_secret")),
+            password: SecretString::from(password.to_owned()),
+            security_token: Some(SecretString::from(token.to_owned())),
+        };
+
+        let login_url = Url::parse(&org.login_url).unwrap();
+        let pairs = form(&org, &login_url, &grant).unwrap();
+        let encoded = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())))
+            .finish();
+        assert_eq!(encoded, body);
+        assert!(encoded.contains("password=Correct%26Horse%2B1"), "{encoded}");
+    }
+
+    #[test]
     fn secrets_echoed_by_a_login_server_are_scrubbed() {
         let grant = Grant::Password {
             consumer_secret: SecretString::from("CS-secret-1"),
