@@ -422,7 +422,10 @@ mod tests {
             .extend_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())))
             .finish();
         assert_eq!(encoded, body);
-        assert!(encoded.contains("password=Correct%26Horse%2B1"), "{encoded}");
+        assert!(
+            encoded.contains("password=Correct%26Horse%2B1"),
+            "{encoded}"
+        );
     }
 
     #[test]
