@@ -2,6 +2,8 @@
 //! passwords, pagination that only `done` ends, re-login on an expired session, retries,
 //! refusals that are not retried, and redirects that are never followed.
 
+mod support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -19,16 +21,7 @@ fn config() -> IngestConfig {
 }
 
 fn org(login_url: &str, credentials: &Credentials) -> OrgConfig {
-    OrgConfig {
-        name: "sim".into(),
-        login_url: login_url.into(),
-        consumer_key: credentials.consumer_key.clone(),
-        username: credentials.username.clone(),
-        consumer_secret: Some(SecretRef::Inline(credentials.consumer_secret.clone())),
-        password: Some(SecretRef::Inline(credentials.password.clone())),
-        security_token: Some(SecretRef::Inline(credentials.security_token.clone())),
-        ..Default::default()
-    }
+    support::simulated_org("sim", login_url, credentials)
 }
 
 async fn simulator(page_size: usize, credentials: Credentials) -> RunningSimulator {

@@ -2,11 +2,12 @@
 //! cluster as the broker, each `sync_once` is a fresh ingest that resumes from the cursor
 //! the previous one stored in Kafka.
 
+mod support;
+
 use chrono::{Duration, Utc};
 use rdkafka::mocking::MockCluster;
-use seatwatch_common::kafka::{KafkaConfig, Topics};
-use seatwatch_common::{SecretRef, Shutdown};
-use seatwatch_ingest::{sync_once, IngestConfig, OrgConfig};
+use seatwatch_common::Shutdown;
+use seatwatch_ingest::{sync_once, IngestConfig};
 use seatwatch_schemas::{SyncOutcome, SyncStatus};
 use seatwatch_simulator::{Credentials, RunningSimulator, SimulatorConfig};
 
@@ -18,10 +19,6 @@ struct Setup {
 
 async fn setup(user_lookback_secs: u64) -> Setup {
     let cluster = MockCluster::new(1).unwrap();
-    let prefix = format!("incr-{}.", uuid::Uuid::new_v4().simple());
-    for spec in Topics::new(&prefix).specs() {
-        cluster.create_topic(&spec.name, 1, 1).unwrap();
-    }
     let sim_config = SimulatorConfig {
         page_size: 200,
         ..SimulatorConfig::for_tests()
@@ -29,25 +26,13 @@ async fn setup(user_lookback_secs: u64) -> Setup {
     let sim = seatwatch_simulator::start(sim_config, Shutdown::new())
         .await
         .unwrap();
-    let kafka = KafkaConfig {
-        bootstrap_servers: cluster.bootstrap_servers(),
-        topic_prefix: prefix,
-        create_topics: false,
-        ..KafkaConfig::default()
-    };
-    let mut config = IngestConfig::with_defaults(kafka);
+    let mut config = IngestConfig::with_defaults(support::mock_kafka(&cluster));
     config.user_lookback_secs = user_lookback_secs;
-    let credentials = Credentials::demo();
-    config.orgs.push(OrgConfig {
-        name: "sim".into(),
-        login_url: sim.base_url(),
-        consumer_key: credentials.consumer_key,
-        username: credentials.username,
-        consumer_secret: Some(SecretRef::Inline(credentials.consumer_secret)),
-        password: Some(SecretRef::Inline(credentials.password)),
-        security_token: Some(SecretRef::Inline(credentials.security_token)),
-        ..Default::default()
-    });
+    config.orgs.push(support::simulated_org(
+        "sim",
+        &sim.base_url(),
+        &Credentials::demo(),
+    ));
     Setup {
         _cluster: cluster,
         sim,

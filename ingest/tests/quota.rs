@@ -2,10 +2,11 @@
 //! librdkafka's mock cluster as the broker, a sync that would take too much stops early
 //! and says "paused for quota", never success.
 
+mod support;
+
 use rdkafka::mocking::MockCluster;
-use seatwatch_common::kafka::{KafkaConfig, Topics};
-use seatwatch_common::{SecretRef, Shutdown};
-use seatwatch_ingest::{sync_once, IngestConfig, OrgConfig};
+use seatwatch_common::Shutdown;
+use seatwatch_ingest::{sync_once, IngestConfig};
 use seatwatch_schemas::{SyncOutcome, SyncStatus};
 use seatwatch_simulator::{Credentials, SimulatorConfig, SimulatorHandle};
 
@@ -15,10 +16,6 @@ async fn sync_with_allowance(
     used_before: u64,
 ) -> (SyncStatus, SimulatorHandle) {
     let cluster = MockCluster::new(1).unwrap();
-    let prefix = format!("quota-{}.", uuid::Uuid::new_v4().simple());
-    for spec in Topics::new(&prefix).specs() {
-        cluster.create_topic(&spec.name, 1, 1).unwrap();
-    }
     let sim_config = SimulatorConfig {
         api_daily_limit,
         page_size,
@@ -29,24 +26,12 @@ async fn sync_with_allowance(
         .unwrap();
     sim.handle().set_api_calls(used_before);
 
-    let kafka = KafkaConfig {
-        bootstrap_servers: cluster.bootstrap_servers(),
-        topic_prefix: prefix,
-        create_topics: false,
-        ..KafkaConfig::default()
-    };
-    let mut config = IngestConfig::with_defaults(kafka);
-    let credentials = Credentials::demo();
-    config.orgs.push(OrgConfig {
-        name: "sim".into(),
-        login_url: sim.base_url(),
-        consumer_key: credentials.consumer_key,
-        username: credentials.username,
-        consumer_secret: Some(SecretRef::Inline(credentials.consumer_secret)),
-        password: Some(SecretRef::Inline(credentials.password)),
-        security_token: Some(SecretRef::Inline(credentials.security_token)),
-        ..Default::default()
-    });
+    let mut config = IngestConfig::with_defaults(support::mock_kafka(&cluster));
+    config.orgs.push(support::simulated_org(
+        "sim",
+        &sim.base_url(),
+        &Credentials::demo(),
+    ));
 
     let mut statuses = sync_once(config, Shutdown::new()).await.unwrap();
     (statuses.remove(0), sim.handle())

@@ -135,20 +135,8 @@ fn login(
     }
     let now = Instant::now();
     let mut state = shared.lock();
-    let user_id = state
-        .org
-        .user_by_username(username)
-        .filter(|u| u.is_active)
-        .map(|u| u.id.clone())
-        .ok_or(Refusal::AuthenticationFailure)?;
-    if over_login_rate(&mut state, &user_id, now) {
-        return Err(Refusal::LoginRateExceeded);
-    }
-    let source = LoginSource::oauth_password(
-        CONNECTED_APP_NAME,
-        base.trim_start_matches("http://"),
-        &peer.ip().to_string(),
-    );
+    let user_id = admit_user(&mut state, username, now)?;
+    let source = login_source(base, peer);
     if !password_matches(shared, form.get("password")) {
         let _ = state
             .org
@@ -237,24 +225,35 @@ fn run_as_integration_user(
 ) -> Result<Issued, Refusal> {
     let now = Instant::now();
     let mut state = shared.lock();
-    let user_id = state
-        .org
-        .user_by_username(&shared.credentials.username)
-        .filter(|u| u.is_active)
-        .map(|u| u.id.clone())
-        .ok_or(Refusal::AuthenticationFailure)?;
-    if over_login_rate(&mut state, &user_id, now) {
-        return Err(Refusal::LoginRateExceeded);
-    }
-    let source = LoginSource::oauth_password(
-        CONNECTED_APP_NAME,
-        base.trim_start_matches("http://"),
-        &peer.ip().to_string(),
-    );
+    let user_id = admit_user(&mut state, &shared.credentials.username, now)?;
+    let source = login_source(base, peer);
     let _ = state
         .org
         .record_login(&user_id, sftime::now(), "Success", source);
     Ok(open_session(shared, &mut state, &user_id, base, now))
+}
+
+/// The id of the user signing in, if it exists, is active and is under the login rate.
+fn admit_user(state: &mut SimState, username: &str, now: Instant) -> Result<String, Refusal> {
+    let user_id = state
+        .org
+        .user_by_username(username)
+        .filter(|u| u.is_active)
+        .map(|u| u.id.clone())
+        .ok_or(Refusal::AuthenticationFailure)?;
+    if over_login_rate(state, &user_id, now) {
+        return Err(Refusal::LoginRateExceeded);
+    }
+    Ok(user_id)
+}
+
+/// How the login shows in LoginHistory.
+fn login_source(base: &str, peer: SocketAddr) -> LoginSource {
+    LoginSource::oauth_password(
+        CONNECTED_APP_NAME,
+        base.trim_start_matches("http://"),
+        &peer.ip().to_string(),
+    )
 }
 
 /// Tells whether the request says its body is a form.
