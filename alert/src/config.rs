@@ -10,6 +10,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use seatwatch_common::config::KafkaOverrides;
 use seatwatch_common::kafka::KafkaConfig;
 use seatwatch_common::SecretRef;
 use serde::{Deserialize, Serialize};
@@ -291,20 +292,6 @@ struct Overrides<'a> {
     kafka: KafkaOverrides<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     webhook: Option<WebhookOverrides<'a>>,
-}
-
-#[derive(Serialize)]
-struct KafkaOverrides<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    bootstrap_servers: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    topic_prefix: Option<&'a str>,
-}
-
-impl KafkaOverrides<'_> {
-    fn is_empty(&self) -> bool {
-        self.bootstrap_servers.is_none() && self.topic_prefix.is_none()
-    }
 }
 
 #[derive(Serialize)]

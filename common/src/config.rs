@@ -24,6 +24,23 @@ const RESERVED_ENV: &[&str] = &["config", "log", "log_format"];
 /// `SEATWATCH_SIMULATOR_*` for its fake org's credentials.
 const FOREIGN_ENV_PREFIXES: &[&str] = &["simulator_"];
 
+/// The `[kafka]` values every service takes from flags (`--bootstrap-servers`,
+/// `--topic-prefix`), as a partial config for [`load`]'s overrides.
+#[derive(Debug, Default, Serialize)]
+pub struct KafkaOverrides<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap_servers: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic_prefix: Option<&'a str>,
+}
+
+impl KafkaOverrides<'_> {
+    /// No flag given: the overrides leave `[kafka]` out entirely.
+    pub fn is_empty(&self) -> bool {
+        self.bootstrap_servers.is_none() && self.topic_prefix.is_none()
+    }
+}
+
 /// The configuration could not be loaded; the message says which key and source.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]

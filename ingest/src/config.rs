@@ -19,6 +19,7 @@
 
 use std::net::SocketAddr;
 
+use seatwatch_common::config::KafkaOverrides;
 use seatwatch_common::kafka::KafkaConfig;
 use seatwatch_common::SecretRef;
 use serde::{Deserialize, Serialize};
@@ -211,28 +212,13 @@ fn default_login_url() -> String {
 
 /// Values from command-line flags, merged over the file and the environment.
 #[derive(Debug, Default, Serialize)]
-pub struct IngestOverrides {
+pub struct IngestOverrides<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen_addr: Option<SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub poll_interval_secs: Option<u64>,
     #[serde(skip_serializing_if = "KafkaOverrides::is_empty")]
-    pub kafka: KafkaOverrides,
-}
-
-/// Kafka values from flags.
-#[derive(Debug, Default, Serialize)]
-pub struct KafkaOverrides {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bootstrap_servers: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub topic_prefix: Option<String>,
-}
-
-impl KafkaOverrides {
-    pub fn is_empty(&self) -> bool {
-        self.bootstrap_servers.is_none() && self.topic_prefix.is_none()
-    }
+    pub kafka: KafkaOverrides<'a>,
 }
 
 impl IngestConfig {

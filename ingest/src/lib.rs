@@ -28,11 +28,12 @@ use seatwatch_common::kafka::{ensure_topics, ServiceContext, Topics};
 use seatwatch_common::{shutdown::DRAIN_DEADLINE, Shutdown};
 use seatwatch_schemas::SyncStatus;
 
-pub use config::{AuthFlow, IngestConfig, IngestOverrides, KafkaOverrides, OrgConfig};
+pub use config::{AuthFlow, IngestConfig, IngestOverrides, OrgConfig};
 use cursor::UserCursor;
 use metrics::IngestMetrics;
 use quota::QuotaGovernor;
 use salesforce::SalesforceClient;
+use seatwatch_common::config::KafkaOverrides;
 use sync::{sync_org, CursorSlot, Emitter, SyncError, SyncPolicy};
 
 /// ingest could not start or run.
@@ -410,8 +411,8 @@ impl IngestArgs {
             listen_addr: self.listen,
             poll_interval_secs: self.poll_interval_secs,
             kafka: KafkaOverrides {
-                bootstrap_servers: self.bootstrap_servers.clone(),
-                topic_prefix: self.topic_prefix.clone(),
+                bootstrap_servers: self.bootstrap_servers.as_deref(),
+                topic_prefix: self.topic_prefix.as_deref(),
             },
         };
         Ok(seatwatch_common::config::load(

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use seatwatch_common::config::{self, ConfigError};
+use seatwatch_common::config::{self, ConfigError, KafkaOverrides};
 use seatwatch_common::kafka::KafkaConfig;
 use serde::{Deserialize, Serialize};
 
@@ -96,20 +96,6 @@ struct Overrides<'a> {
     group_id: Option<&'a str>,
     #[serde(skip_serializing_if = "KafkaOverrides::is_empty")]
     kafka: KafkaOverrides<'a>,
-}
-
-#[derive(Serialize)]
-struct KafkaOverrides<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    bootstrap_servers: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    topic_prefix: Option<&'a str>,
-}
-
-impl KafkaOverrides<'_> {
-    fn is_empty(&self) -> bool {
-        self.bootstrap_servers.is_none() && self.topic_prefix.is_none()
-    }
 }
 
 impl TransformArgs {
