@@ -180,6 +180,7 @@ fn spawn_services(
                 registry,
                 health: Health::new(),
                 sink: Some(alerts),
+                ..seatwatch_alert::RunOptions::default()
             };
             seatwatch_alert::run_with(alert, stop, options).await?;
             Ok(())

@@ -6,6 +6,7 @@
 //! stated on its field. The webhook's signing key is never a value here, only a
 //! [`SecretRef`] saying where to read it, and never a flag.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use seatwatch_common::kafka::KafkaConfig;
 use seatwatch_common::SecretRef;
 use serde::{Deserialize, Serialize};
 
+use crate::rule_config::RulesConfig;
 use crate::AlertError;
 
 /// Everything the alert service needs to run.
@@ -43,9 +45,111 @@ pub struct AlertConfig {
     /// Which rules run and their thresholds.
     #[serde(default)]
     pub rules: RulesConfig,
+    /// Seconds between repeat notifications of an alert that is still firing and not
+    /// acknowledged. Default 14400 (4 hours, Alertmanager's default); 0 never repeats.
+    #[serde(default = "default_repeat_interval_secs")]
+    pub repeat_interval_secs: u64,
     /// An HTTP endpoint that receives every transition; none by default.
     #[serde(default)]
     pub webhook: Option<WebhookConfig>,
+    /// An Alertmanager that receives every alert through its v2 API; none by default.
+    #[serde(default)]
+    pub alertmanager: Option<AlertmanagerConfig>,
+    /// Monthly licence prices, which turn reclaim recommendations into savings.
+    #[serde(default)]
+    pub prices: PriceTable,
+}
+
+/// `[alertmanager]`: push alerts to Alertmanager's `/api/v2/alerts`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    /// Base URL, e.g. `http://alertmanager:9093`.
+    pub url: String,
+    /// Seconds between re-sends of every firing alert. Alertmanager resolves an alert
+    /// that stops arriving, so firing alerts are re-sent and carry `endsAt` four
+    /// intervals ahead. Default 60.
+    #[serde(default = "default_resend_interval_secs")]
+    pub resend_interval_secs: u64,
+    /// Per-request timeout. Default 10.
+    #[serde(default = "default_webhook_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+fn default_resend_interval_secs() -> u64 {
+    60
+}
+
+impl AlertmanagerConfig {
+    fn validate(&self) -> Result<(), AlertError> {
+        validate_http_url("alertmanager.url", &self.url)?;
+        if self.resend_interval_secs == 0 || self.timeout_secs == 0 {
+            return Err(AlertError::config(
+                "alertmanager",
+                "resend_interval_secs and timeout_secs must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[prices]`: what a seat of each licence costs per month.
+///
+/// ```toml
+/// [prices]
+/// currency = "USD"
+/// monthly = { "Salesforce" = 165.0, "Salesforce Platform" = 25.0 }
+/// ```
+/// Keys are licence API names (`LicenseState::name`). A licence without a price gets
+/// recommendations without a saving.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceTable {
+    /// ISO 4217 code. Default `USD`.
+    #[serde(default = "default_currency")]
+    pub currency: String,
+    /// Price of one seat per month, by licence name.
+    #[serde(default)]
+    pub monthly: BTreeMap<String, f64>,
+}
+
+fn default_currency() -> String {
+    "USD".into()
+}
+
+impl Default for PriceTable {
+    fn default() -> Self {
+        Self {
+            currency: default_currency(),
+            monthly: BTreeMap::new(),
+        }
+    }
+}
+
+impl PriceTable {
+    /// The monthly price of one seat of `license`, if known.
+    pub fn monthly(&self, license: &str) -> Option<f64> {
+        self.monthly.get(license).copied()
+    }
+
+    fn validate(&self) -> Result<(), AlertError> {
+        if self.currency.len() != 3 || !self.currency.chars().all(|c| c.is_ascii_uppercase()) {
+            return Err(AlertError::config(
+                "prices.currency",
+                "must be a three-letter ISO 4217 code such as USD",
+            ));
+        }
+        for (license, price) in &self.monthly {
+            // Written so that NaN fails too.
+            if !(*price >= 0.0 && price.is_finite()) {
+                return Err(AlertError::config(
+                    format!("prices.monthly.{license}"),
+                    "must be a price of zero or more",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn default_listen_addr() -> SocketAddr {
@@ -60,6 +164,9 @@ fn default_notify_group_id() -> String {
 fn default_evaluate_interval_secs() -> u64 {
     5
 }
+fn default_repeat_interval_secs() -> u64 {
+    4 * 3600
+}
 
 impl Default for AlertConfig {
     fn default() -> Self {
@@ -70,80 +177,10 @@ impl Default for AlertConfig {
             notify_group_id: default_notify_group_id(),
             evaluate_interval_secs: default_evaluate_interval_secs(),
             rules: RulesConfig::default(),
+            repeat_interval_secs: default_repeat_interval_secs(),
             webhook: None,
-        }
-    }
-}
-
-/// The rules, each under `[rules.<name>]`.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RulesConfig {
-    #[serde(default)]
-    pub utilization: UtilizationRule,
-    #[serde(default)]
-    pub idle_seats: IdleSeatsRule,
-}
-
-/// `[rules.utilization]`: a licence pool is nearly or fully used.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UtilizationRule {
-    /// Default true.
-    #[serde(default = "default_true")]
-    pub enabled: bool,
-    /// Fires at `used / total >= threshold`, as a fraction in (0, 1.5]. Default 0.90,
-    /// which leaves room to buy seats before users are turned away. Above 1 watches for
-    /// over-assignment only.
-    #[serde(default = "default_threshold")]
-    pub threshold: f64,
-}
-
-fn default_true() -> bool {
-    true
-}
-fn default_threshold() -> f64 {
-    0.90
-}
-
-impl Default for UtilizationRule {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            threshold: default_threshold(),
-        }
-    }
-}
-
-/// `[rules.idle_seats]`: active users of a user licence who have not logged in lately.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IdleSeatsRule {
-    /// Default true.
-    #[serde(default = "default_true")]
-    pub enabled: bool,
-    /// A user is idle after this many days without a login (or never logged in).
-    /// Default 90, a common licence-review cycle.
-    #[serde(default = "default_idle_days")]
-    pub idle_days: u32,
-    /// Fires when at least this many seats of one pool are idle. Default 1.
-    #[serde(default = "default_min_idle_seats")]
-    pub min_idle_seats: u32,
-}
-
-fn default_idle_days() -> u32 {
-    90
-}
-fn default_min_idle_seats() -> u32 {
-    1
-}
-
-impl Default for IdleSeatsRule {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            idle_days: default_idle_days(),
-            min_idle_seats: default_min_idle_seats(),
+            alertmanager: None,
+            prices: PriceTable::default(),
         }
     }
 }
@@ -208,6 +245,10 @@ impl AlertConfig {
             ));
         }
         self.rules.validate()?;
+        self.prices.validate()?;
+        if let Some(alertmanager) = &self.alertmanager {
+            alertmanager.validate()?;
+        }
         match &self.webhook {
             Some(webhook) => webhook.validate(),
             None => Ok(()),
@@ -215,43 +256,9 @@ impl AlertConfig {
     }
 }
 
-impl RulesConfig {
-    fn validate(&self) -> Result<(), AlertError> {
-        let threshold = self.utilization.threshold;
-        // Written so that NaN fails too.
-        if !(threshold > 0.0 && threshold <= 1.5) {
-            return Err(AlertError::config(
-                "rules.utilization.threshold",
-                format!("must be in (0, 1.5], got {threshold}"),
-            ));
-        }
-        if self.idle_seats.idle_days < 1 {
-            return Err(AlertError::config(
-                "rules.idle_seats.idle_days",
-                "must be at least 1",
-            ));
-        }
-        if self.idle_seats.min_idle_seats < 1 {
-            return Err(AlertError::config(
-                "rules.idle_seats.min_idle_seats",
-                "must be at least 1",
-            ));
-        }
-        Ok(())
-    }
-}
-
 impl WebhookConfig {
     fn validate(&self) -> Result<(), AlertError> {
-        // The parser's message could quote the URL, so it is not passed on.
-        let url = reqwest::Url::parse(&self.url)
-            .map_err(|_| AlertError::config("webhook.url", "is not a valid URL"))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(AlertError::config(
-                "webhook.url",
-                "must be an http:// or https:// URL with a host",
-            ));
-        }
+        validate_http_url("webhook.url", &self.url)?;
         if self.timeout_secs == 0 {
             return Err(AlertError::config(
                 "webhook.timeout_secs",
@@ -260,6 +267,20 @@ impl WebhookConfig {
         }
         Ok(())
     }
+}
+
+/// Checks that `url` is an `http://` or `https://` URL with a host.
+fn validate_http_url(key: &str, url: &str) -> Result<(), AlertError> {
+    // The parser's message could quote the URL, so it is not passed on.
+    let parsed =
+        reqwest::Url::parse(url).map_err(|_| AlertError::config(key, "is not a valid URL"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(AlertError::config(
+            key,
+            "must be an http:// or https:// URL with a host",
+        ));
+    }
+    Ok(())
 }
 
 /// The alert service's flags; each overrides the file and environment.
@@ -336,7 +357,7 @@ mod tests {
         .load()
     }
 
-    fn key_of(err: AlertError) -> &'static str {
+    fn key_of(err: AlertError) -> String {
         match err {
             AlertError::Config { key, .. } => key,
             other => panic!("expected a config error, got {other}"),
@@ -383,6 +404,32 @@ mod tests {
                 "rules.utilization.threshold",
             ),
             (
+                "[rules.utilization]\nthreshold = 0.8\nclear_below = 0.85",
+                "rules.utilization.clear_below",
+            ),
+            (
+                "[rules.expiring]\nlead_days = []",
+                "rules.expiring.lead_days",
+            ),
+            (
+                "[[rules.overrides]]\npools = [\"S*\"]\nutilization = { threshold = 2.0 }",
+                "rules.overrides[0].utilization.threshold",
+            ),
+            (
+                "[[rules.overrides]]\nbogus_rule = { enabled = false }",
+                "rules.overrides[0]",
+            ),
+            (
+                "[[rules.overrides]]\nidle_seats = { idle_dayz = 3 }",
+                "rules.overrides[0]",
+            ),
+            ("[prices]\ncurrency = \"dollars\"", "prices.currency"),
+            (
+                "[prices]\nmonthly = { Salesforce = -1.0 }",
+                "prices.monthly.Salesforce",
+            ),
+            ("[alertmanager]\nurl = \"nope\"", "alertmanager.url"),
+            (
                 "[rules.idle_seats]\nidle_days = 0",
                 "rules.idle_seats.idle_days",
             ),
@@ -405,6 +452,36 @@ mod tests {
         }
         // The upper bound is inclusive.
         parse("[rules.utilization]\nthreshold = 1.5").unwrap();
+    }
+
+    #[test]
+    fn overrides_apply_per_org_and_pool_pattern_first_match_wins() {
+        let config = parse(
+            "[rules.utilization]\nthreshold = 0.9\n\
+             [[rules.overrides]]\norgs = [\"00DA\"]\npools = [\"Sales*\"]\n\
+             utilization = { threshold = 0.8 }\n\
+             [[rules.overrides]]\norgs = [\"00DA\"]\n\
+             utilization = { threshold = 0.7 }\nstale_sync = { stale_after_mins = 5 }\n",
+        )
+        .unwrap();
+        let rules = &config.rules;
+        assert_eq!(
+            rules.for_pool("00DA", "Salesforce").utilization.threshold,
+            0.8
+        );
+        assert_eq!(
+            rules.for_pool("00DA", "Platform").utilization.threshold,
+            0.7
+        );
+        assert_eq!(
+            rules.for_pool("00DB", "Salesforce").utilization.threshold,
+            0.9
+        );
+        // Keys the override leaves out keep the defaults.
+        assert!(rules.for_pool("00DA", "Salesforce").idle_seats.enabled);
+        // Org-level rules skip overrides that name pools.
+        assert_eq!(rules.for_org("00DA").stale_sync.stale_after_mins, 5);
+        assert_eq!(rules.for_org("00DB").stale_sync.stale_after_mins, 120);
     }
 
     #[test]

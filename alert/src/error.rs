@@ -15,7 +15,7 @@ pub enum AlertError {
     // The operator must fix the configuration; retrying as is cannot help.
     /// A value is out of range or malformed; `key` is its dotted path in the config.
     #[error("invalid configuration: {key} {reason}")]
-    Config { key: &'static str, reason: String },
+    Config { key: String, reason: String },
     /// The file, environment or flags could not be read into the config.
     #[error(transparent)]
     Load(#[from] ConfigError),
@@ -61,9 +61,9 @@ pub enum AlertError {
 
 impl AlertError {
     /// Shorthand for a configuration error naming its key.
-    pub(crate) fn config(key: &'static str, reason: impl Into<String>) -> Self {
+    pub(crate) fn config(key: impl Into<String>, reason: impl Into<String>) -> Self {
         AlertError::Config {
-            key,
+            key: key.into(),
             reason: reason.into(),
         }
     }

@@ -21,8 +21,9 @@
 //! assigned partition per tick, a handful of round trips every few seconds; a large
 //! deployment would read the watermarks from the consumer's statistics instead.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -32,15 +33,19 @@ use rdkafka::Offset;
 use seatwatch_common::kafka::{delivered, enqueue, partition_for, ServiceContext, Topics};
 use seatwatch_common::Shutdown;
 use seatwatch_schemas::avro::AvroRecord;
-use seatwatch_schemas::{Alert, AvroError, LicenseState, SyncStatus, UserState};
+use seatwatch_schemas::{Alert, AvroError, LicenseState, Recommendation, SyncStatus, UserState};
 use tokio::time::MissedTickBehavior;
 
-use crate::config::{AlertConfig, RulesConfig};
+use crate::alertmanager::AlertmanagerSink;
+use crate::config::{AlertConfig, PriceTable};
+use crate::controls::{now_ms, Controls};
 use crate::group::{GroupContext, StartAt};
 use crate::metrics::{rule_label, Metrics};
-use crate::rules::{self, RULES};
+use crate::recommend::{self, Change, Published};
+use crate::rule_config::RulesConfig;
+use crate::rules::{self, Evaluation, IDLE_SEATS, RULES};
 use crate::service::Readiness;
-use crate::state::{AlertBook, SeatState};
+use crate::state::{AlertBook, Lifecycle, SeatState};
 use crate::AlertError;
 
 /// How long one watermark query may take before the tick gives up on it.
@@ -57,9 +62,15 @@ pub(crate) struct Evaluator {
     topics: Topics,
     partitions: i32,
     rules: RulesConfig,
+    prices: PriceTable,
     interval: Duration,
+    repeat_ms: i64,
     state: SeatState,
     book: AlertBook,
+    recommendations: Published,
+    controls: Arc<Controls>,
+    alertmanager: Option<Arc<AlertmanagerSink>>,
+    last_refresh: Option<Instant>,
     /// The assignment generation the state was built under.
     generation: u64,
     caught_up: bool,
@@ -74,6 +85,8 @@ impl Evaluator {
         partitions: i32,
         metrics: Metrics,
         readiness: Arc<Readiness>,
+        controls: Arc<Controls>,
+        alertmanager: Option<Arc<AlertmanagerSink>>,
     ) -> Result<Self, AlertError> {
         let topics = Topics::new(&config.kafka.topic_prefix);
         let mut consumer_config = config
@@ -88,6 +101,7 @@ impl Evaluator {
             &topics.user_state,
             &topics.sync_status,
             &topics.alerts,
+            &topics.recommendations,
         ])?;
 
         let watermarks = config
@@ -107,9 +121,16 @@ impl Evaluator {
             topics,
             partitions,
             rules: config.rules.clone(),
+            prices: config.prices.clone(),
             interval: Duration::from_secs(config.evaluate_interval_secs),
+            repeat_ms: i64::try_from(config.repeat_interval_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
             state: SeatState::default(),
             book: AlertBook::default(),
+            recommendations: Published::default(),
+            controls,
+            alertmanager,
+            last_refresh: None,
             generation: 0,
             caught_up: false,
             metrics,
@@ -151,6 +172,7 @@ impl Evaluator {
             self.generation = generation;
             self.state.clear();
             self.book.clear();
+            self.recommendations.clear();
             self.set_caught_up(false);
         }
     }
@@ -170,6 +192,8 @@ impl Evaluator {
             self.apply_sync(key, payload)
         } else if topic == self.topics.alerts {
             self.apply_alert(payload, message.offset())
+        } else if topic == self.topics.recommendations {
+            self.apply_recommendation(key, payload)
         } else {
             Ok(())
         };
@@ -209,6 +233,12 @@ impl Evaluator {
         Ok(())
     }
 
+    fn apply_recommendation(&mut self, key: &str, payload: Option<&[u8]>) -> Result<(), AvroError> {
+        let value = payload.map(Recommendation::from_avro).transpose()?;
+        self.recommendations.apply(key, value);
+        Ok(())
+    }
+
     /// Skips a record that cannot be read. The producer of that record must act; the
     /// partition goes on.
     fn invalid(&self, message: &BorrowedMessage<'_>, error: String) {
@@ -235,12 +265,86 @@ impl Evaluator {
         }
 
         let now = now_ms();
-        let conditions = rules::evaluate(&self.state, now, &self.rules);
-        let transitions = self.book.transitions(&conditions, now);
-        self.metrics.evaluations.inc();
+        let mut evaluation = rules::evaluate(&self.state, now, &self.rules);
+        let held = evaluation.held_orgs.clone();
+        let evaluated = move |org_id: &str| !held.contains(org_id);
 
+        // Recommendations first: their savings go into the idle-seat alerts' text.
+        let desired = recommend::desired(&self.state, now, &self.rules, &self.prices);
+        let savings = recommend::savings_by_pool(&desired);
+        self.describe_savings(&mut evaluation, &savings);
+
+        let controls = self.controls.clone();
+        let quiet = move |alert: &Alert| controls.is_quiet(alert, now);
+        let transitions = self.book.transitions(
+            &evaluation,
+            now,
+            &Lifecycle {
+                repeat_ms: self.repeat_ms,
+                quiet: &quiet,
+            },
+        );
+        self.metrics.evaluations.inc();
         self.publish(transitions).await;
+
+        let changes = self.recommendations.changes(&desired, evaluated);
+        self.publish_recommendations(changes).await;
+
+        self.controls.update_alerts(self.book.all());
         self.update_firing_gauge();
+        self.metrics.seats.update(&self.state, &evaluation, now);
+        self.metrics
+            .recommendations
+            .update(self.recommendations.all(), &self.prices);
+        self.refresh_alertmanager(now);
+    }
+
+    /// Appends the monthly saving of reclaiming each pool's idle seats to its idle-seat
+    /// alert's summary, when the pool's price is known.
+    fn describe_savings(
+        &self,
+        evaluation: &mut Evaluation,
+        savings: &BTreeMap<(String, String), f64>,
+    ) {
+        for condition in &mut evaluation.conditions {
+            if condition.rule != IDLE_SEATS {
+                continue;
+            }
+            let pool = (condition.org_id.clone(), condition.pool.clone());
+            if let Some(saving) = savings.get(&pool) {
+                condition.summary.push_str(&format!(
+                    "; reclaiming them saves about {} {saving:.0} a month",
+                    self.prices.currency
+                ));
+            }
+        }
+    }
+
+    /// Re-sends every firing alert to Alertmanager once per its re-send interval, in the
+    /// background so that a slow Alertmanager never delays an evaluation. Silenced alerts
+    /// are left out, so Alertmanager lets them expire.
+    fn refresh_alertmanager(&mut self, now: i64) {
+        let Some(alertmanager) = self.alertmanager.clone() else {
+            return;
+        };
+        let due = self
+            .last_refresh
+            .is_none_or(|last| last.elapsed() >= alertmanager.resend_interval());
+        if !due {
+            return;
+        }
+        self.last_refresh = Some(Instant::now());
+        let firing: Vec<Alert> = self
+            .book
+            .firing()
+            .filter(|alert| !self.controls.is_silenced(alert, now))
+            .cloned()
+            .collect();
+        tokio::spawn(async move {
+            if let Err(error) = alertmanager.refresh(&firing).await {
+                tracing::warn!(%error, alerts = firing.len(), "re-sending firing alerts to Alertmanager failed; next interval tries again");
+            }
+        });
     }
 
     fn set_caught_up(&mut self, caught_up: bool) {
@@ -318,6 +422,49 @@ impl Evaluator {
         self.book.record(alert, offset);
     }
 
+    /// Writes recommendation changes and records each one acknowledged; one the broker
+    /// refuses is found again on the next tick.
+    async fn publish_recommendations(&mut self, changes: Vec<Change>) {
+        let mut pending = Vec::with_capacity(changes.len());
+        for change in changes {
+            match self.send_recommendation(&change).await {
+                Ok(delivery) => pending.push((change, delivery)),
+                Err(error) => self.recommendation_failed(&error.to_string()),
+            }
+        }
+        for (change, delivery) in pending {
+            match delivered(delivery).await {
+                Ok(_) => match change {
+                    Change::Put(rec) => self.recommendations.apply(&rec.key(), Some(*rec)),
+                    Change::Withdraw { key, .. } => self.recommendations.apply(&key, None),
+                },
+                Err(error) => self.recommendation_failed(&error.to_string()),
+            }
+        }
+    }
+
+    async fn send_recommendation(&self, change: &Change) -> Result<DeliveryFuture, PublishError> {
+        let (key, org_id, payload) = match change {
+            Change::Put(rec) => (rec.key(), rec.org_id.as_str(), Some(rec.to_avro()?)),
+            Change::Withdraw { key, org_id } => (key.clone(), org_id.as_str(), None),
+        };
+        let mut record = FutureRecord::to(&self.topics.recommendations)
+            .key(&key)
+            .partition(partition_for(org_id, self.partitions));
+        if let Some(payload) = &payload {
+            record = record.payload(payload);
+        }
+        Ok(enqueue(&self.producer, record).await?)
+    }
+
+    fn recommendation_failed(&self, error: &str) {
+        self.metrics.publish_failures.inc();
+        tracing::warn!(
+            error,
+            "recommendation not written; the next evaluation tries again"
+        );
+    }
+
     fn publish_failed(&self, alert: &Alert, error: &str) {
         self.metrics.publish_failures.inc();
         tracing::warn!(
@@ -361,13 +508,6 @@ fn reached_end(position: Offset, low: i64, high: i64) -> bool {
         Offset::Offset(next) => next >= high,
         _ => high <= low,
     }
-}
-
-fn now_ms() -> i64 {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -445,8 +585,15 @@ mod tests {
 
         let health = Health::new();
         let metrics = Metrics::register(&prometheus::Registry::new()).unwrap();
-        let mut evaluator =
-            Evaluator::new(&config, 3, metrics.clone(), Readiness::new(health.clone())).unwrap();
+        let mut evaluator = Evaluator::new(
+            &config,
+            3,
+            metrics.clone(),
+            Readiness::new(health.clone()),
+            Controls::new(),
+            None,
+        )
+        .unwrap();
         let consumer = evaluator.consumer.clone();
 
         // The first record arrives after the group join; three are still unread.

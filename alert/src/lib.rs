@@ -15,21 +15,29 @@
 //! twice. [`run`] is the deployed service; [`run_with`] lets a host bring its own metrics
 //! registry, health and sink. Recommendations are not part of this version.
 
+mod alertmanager;
 pub mod config;
+pub mod controls;
 mod error;
 mod evaluator;
 mod group;
 mod metrics;
 pub mod notify;
+pub mod recommend;
+pub mod rule_config;
 pub mod rules;
 mod service;
 pub mod state;
 pub mod webhook;
 
-pub use config::{
-    AlertArgs, AlertConfig, IdleSeatsRule, RulesConfig, UtilizationRule, WebhookConfig,
-};
+pub use alertmanager::AlertmanagerSink;
+pub use config::{AlertArgs, AlertConfig, AlertmanagerConfig, PriceTable, WebhookConfig};
+pub use controls::Controls;
 pub use error::AlertError;
 pub use notify::{dedup_key, ChannelSink, LogSink, Sink, SinkError};
+pub use rule_config::{
+    ExhaustedRule, ExpiringRule, ForecastRule, IdleSeatsRule, RuleOverride, RulesConfig,
+    StaleSyncRule, UtilizationRule,
+};
 pub use service::{run, run_with, RunOptions};
 pub use webhook::WebhookSink;

@@ -4,14 +4,17 @@
 //! the evaluator's, and works as an outbox: an alert's offset is committed only after
 //! every sink accepted it (or refused it for good), so nothing is lost to a crash or a
 //! sink outage. The price is that a crash between delivery and commit delivers again;
-//! receivers deduplicate on [`dedup_key`] (fingerprint, status and start), which is the
+//! receivers deduplicate on [`dedup_key`] (fingerprint, status, start and send time), which is the
 //! same on every delivery of one transition. A new group starts at the earliest offset,
 //! so its first start delivers the topic's retained history.
 //!
 //! A sink that fails is retried with exponential backoff and jitter until it succeeds or
-//! the service shuts down; meanwhile the notifier reads nothing new. After
-//! `max.poll.interval.ms` (5 minutes by default) of retrying, the consumer leaves its group;
-//! it rejoins when the sink recovers, and the alert may then be delivered once more.
+//! the service shuts down; meanwhile the notifier reads nothing new. Waiting on a sink is
+//! the notifier's normal work, so its `max.poll.interval.ms` is librdkafka's maximum (24
+//! hours) rather than 5 minutes: a receiver that is down for an hour does not cost the
+//! group membership, and a dead process is still noticed by the session timeout.
+//!
+//! A silenced alert ([`crate::controls`]) goes to the log sink only.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,6 +32,7 @@ use seatwatch_schemas::Alert;
 use tokio::sync::mpsc;
 
 use crate::config::AlertConfig;
+use crate::controls::{now_ms, Controls};
 use crate::group::{GroupContext, StartAt};
 use crate::metrics::{Metrics, DELIVERED, REFUSED};
 use crate::service::Readiness;
@@ -56,14 +60,15 @@ pub enum SinkError {
     Unavailable(String),
 }
 
-/// The key a receiver deduplicates on: one transition of one alert, however often it is
-/// delivered.
+/// The key a receiver deduplicates on: one notification of one alert (a transition or a
+/// repeat of a firing one), however often it is delivered.
 pub fn dedup_key(alert: &Alert) -> String {
     format!(
-        "{}:{}:{}",
+        "{}:{}:{}:{}",
         alert.fingerprint,
         alert.status.as_str(),
-        alert.starts_at
+        alert.starts_at,
+        alert.sent_at
     )
 }
 
@@ -241,6 +246,7 @@ pub(crate) struct Notifier {
     sinks: Vec<Arc<dyn Sink>>,
     policy: RetryPolicy,
     metrics: Metrics,
+    controls: Arc<Controls>,
     /// Next offset to commit per partition, for the final synchronous commit.
     done: BTreeMap<(String, i32), i64>,
     generation: u64,
@@ -253,6 +259,7 @@ impl Notifier {
         sinks: Vec<Arc<dyn Sink>>,
         metrics: Metrics,
         readiness: Arc<Readiness>,
+        controls: Arc<Controls>,
     ) -> Result<Self, AlertError> {
         let topics = Topics::new(&config.kafka.topic_prefix);
         let mut consumer_config = config
@@ -260,6 +267,8 @@ impl Notifier {
             .consumer_config("seatwatch-alert-notifier", &config.notify_group_id)?;
         // The context assumes eager rebalancing; see crate::group.
         consumer_config.set("partition.assignment.strategy", "range");
+        // A sink outage stalls reading by design; see the module docs.
+        consumer_config.set("max.poll.interval.ms", "86400000");
         let context = GroupContext::new("notifier", StartAt::Committed)
             .on_assign(move || readiness.notifier_assigned());
         let consumer: NotifyConsumer = consumer_config.create_with_context(context)?;
@@ -269,6 +278,7 @@ impl Notifier {
             sinks,
             policy: RetryPolicy::default(),
             metrics,
+            controls,
             done: BTreeMap::new(),
             generation: 0,
         })
@@ -308,7 +318,8 @@ impl Notifier {
 
         let finished = match message.payload().map(Alert::from_avro) {
             Some(Ok(alert)) => {
-                deliver_to_all(&self.sinks, &alert, &self.policy, &self.metrics, shutdown).await
+                let sinks = self.sinks_for(&alert);
+                deliver_to_all(&sinks, &alert, &self.policy, &self.metrics, shutdown).await
             }
             Some(Err(error)) => {
                 self.metrics.invalid_records.inc();
@@ -329,6 +340,23 @@ impl Notifier {
         }
         self.commit(message.topic(), message.partition(), message.offset() + 1);
         true
+    }
+
+    /// Every sink, or only the log while a silence matches the alert.
+    fn sinks_for(&self, alert: &Alert) -> Vec<Arc<dyn Sink>> {
+        if !self.controls.is_silenced(alert, now_ms()) {
+            return self.sinks.clone();
+        }
+        tracing::info!(
+            fingerprint = alert.fingerprint,
+            status = alert.status.as_str(),
+            "alert silenced; only the log gets it"
+        );
+        self.sinks
+            .iter()
+            .filter(|sink| sink.name() == LogSink.name())
+            .cloned()
+            .collect()
     }
 
     /// Commits `next` as the partition's position, asynchronously: a lost commit only
@@ -535,11 +563,20 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn dedup_key_names_fingerprint_status_and_start() {
+    fn dedup_key_names_fingerprint_status_start_and_send_time() {
         let mut alert = sample_alert();
-        assert_eq!(dedup_key(&alert), "0123456789abcdef:firing:1750000000000");
-        alert.status = AlertStatus::Resolved;
+        let first = "0123456789abcdef:firing:1750000000000:1750000000000";
+        assert_eq!(dedup_key(&alert), first);
+        // A repeat is a notification of its own.
         alert.sent_at += 5;
-        assert_eq!(dedup_key(&alert), "0123456789abcdef:resolved:1750000000000");
+        assert_eq!(
+            dedup_key(&alert),
+            "0123456789abcdef:firing:1750000000000:1750000000005"
+        );
+        alert.status = AlertStatus::Resolved;
+        assert_eq!(
+            dedup_key(&alert),
+            "0123456789abcdef:resolved:1750000000000:1750000000005"
+        );
     }
 }

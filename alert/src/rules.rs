@@ -1,42 +1,85 @@
 //! The alert rules: pure functions from seat state, the current time and the rules'
-//! config to the conditions that hold right now.
+//! config to what each rule measures right now.
 //!
 //! A rule knows nothing about what already fired, about Kafka or about the clock; the
 //! lifecycle in [`crate::state::AlertBook`] turns conditions into firing and resolved
 //! transitions. Each condition is identified by its [`fingerprint`], a hash of rule, org
 //! and pool, so the same situation always maps to the same alert.
+//!
+//! A condition carries a [`Level`] rather than a yes or no: `Firing` where the rule would
+//! fire, `Sustain` inside a hysteresis band (a firing alert stays, a quiet one stays
+//! quiet), and `Clear` where the rule measured and found nothing wrong, whose value and
+//! summary then tell the resolved notification what the pool looks like now.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use seatwatch_schemas::{LicenseState, Severity, UserState};
+use seatwatch_schemas::{LicenseKind, LicenseState, Severity, SyncOutcome, UserState};
 use sha2::{Digest, Sha256};
 
-use crate::config::{IdleSeatsRule, RulesConfig, UtilizationRule};
+use crate::rule_config::RulesConfig;
 use crate::state::{OrgState, SeatState};
 
 /// Rule name of [`utilization`].
 pub const UTILIZATION: &str = "utilization";
+/// Rule name of [`exhausted`].
+pub const EXHAUSTED: &str = "exhausted";
+/// Rule name of [`expiring`].
+pub const EXPIRING: &str = "expiring";
 /// Rule name of [`idle_seats`].
 pub const IDLE_SEATS: &str = "idle_seats";
+/// Rule name of [`forecast`].
+pub const FORECAST: &str = "forecast";
+/// Rule names of [`sync_health`]: no recent success, sign-in failing, quota exhausted.
+pub const STALE_SYNC: &str = "stale_sync";
+pub const SYNC_AUTH_FAILED: &str = "sync_auth_failed";
+pub const SYNC_PAUSED_FOR_QUOTA: &str = "sync_paused_for_quota";
 /// Every rule this version knows, the vocabulary of the `rule` metric label.
-pub const RULES: [&str; 2] = [UTILIZATION, IDLE_SEATS];
+pub const RULES: [&str; 8] = [
+    UTILIZATION,
+    EXHAUSTED,
+    EXPIRING,
+    IDLE_SEATS,
+    FORECAST,
+    STALE_SYNC,
+    SYNC_AUTH_FAILED,
+    SYNC_PAUSED_FOR_QUOTA,
+];
 
-const DAY_MS: i64 = 24 * 3600 * 1000;
+/// Rules about the sync itself; every other rule is about seats and is held while its
+/// org's data is stale.
+const SYNC_RULES: [&str; 3] = [STALE_SYNC, SYNC_AUTH_FAILED, SYNC_PAUSED_FOR_QUOTA];
+
+pub(crate) const DAY_MS: i64 = 24 * 3600 * 1000;
 
 /// User types that hold no seat anyone could reclaim: they never log in interactively.
 const NEVER_LOG_IN: [&str; 2] = ["Guest", "AutomatedProcess"];
 
-/// One situation a rule found, not yet an alert.
+/// Where a measurement stands against its rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// The rule fires (after its pending period).
+    Firing,
+    /// Between the clearing and the firing level: nothing changes.
+    Sustain,
+    /// Fine: a firing alert resolves.
+    Clear,
+}
+
+/// What one rule measured for one pool (or org), not yet an alert.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Condition {
     pub rule: &'static str,
     pub org_id: String,
+    /// The licence's API name; empty for org-level rules.
     pub pool: String,
+    pub level: Level,
     pub severity: Severity,
     /// What the rule measured, e.g. 0.967 utilisation or 12 idle seats.
     pub value: f64,
     /// What it compared `value` with.
     pub threshold: f64,
+    /// How long the level must stay `Firing` before the alert fires, in milliseconds.
+    pub pending_ms: i64,
     pub summary: String,
     /// Always `alertname`, `org_id`, `pool` and `severity`, plus the rule's own.
     pub labels: BTreeMap<String, String>,
@@ -54,9 +97,11 @@ impl Condition {
             rule,
             org_id: org_id.to_owned(),
             pool: pool.to_owned(),
+            level: Level::Firing,
             severity,
             value: 0.0,
             threshold: 0.0,
+            pending_ms: 0,
             summary: String::new(),
             labels,
         }
@@ -67,9 +112,36 @@ impl Condition {
         self
     }
 
+    fn level(mut self, level: Level) -> Self {
+        self.level = level;
+        self
+    }
+
+    fn measured(mut self, value: f64, threshold: f64, summary: String) -> Self {
+        self.value = value;
+        self.threshold = threshold;
+        self.summary = summary;
+        self
+    }
+
+    fn pending_secs(mut self, secs: u64) -> Self {
+        self.pending_ms = i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        self
+    }
+
     pub fn fingerprint(&self) -> String {
         fingerprint(self.rule, &self.org_id, &self.pool)
     }
+
+    /// Whether this rule is about seats, and so held while its org is stale.
+    pub fn is_seat_rule(&self) -> bool {
+        is_seat_rule(self.rule)
+    }
+}
+
+/// Whether `rule` is about seats rather than about the sync.
+pub fn is_seat_rule(rule: &str) -> bool {
+    !SYNC_RULES.contains(&rule)
 }
 
 /// The stable identity of an alert: the first 16 hex digits of SHA-256 over
@@ -85,64 +157,243 @@ pub fn fingerprint(rule: &str, org_id: &str, pool: &str) -> String {
     hex::encode(&hasher.finalize()[..8])
 }
 
-/// Runs every enabled rule on `state` as of `now_ms` (milliseconds since the epoch).
-pub fn evaluate(state: &SeatState, now_ms: i64, config: &RulesConfig) -> Vec<Condition> {
-    let mut conditions = Vec::new();
-    for (org_id, org) in state.orgs() {
-        if config.utilization.enabled {
-            conditions.extend(utilization(org_id, org, &config.utilization));
-        }
-        if config.idle_seats.enabled {
-            conditions.extend(idle_seats(org_id, org, now_ms, &config.idle_seats));
-        }
+/// Everything one evaluation found.
+#[derive(Debug, Default)]
+pub struct Evaluation {
+    pub conditions: Vec<Condition>,
+    /// Orgs whose data is stale or whose sign-in fails: their seat alerts are held.
+    pub held_orgs: BTreeSet<String>,
+}
+
+impl Evaluation {
+    /// Conditions at `Firing` level.
+    pub fn firing(&self) -> impl Iterator<Item = &Condition> {
+        self.conditions.iter().filter(|c| c.level == Level::Firing)
     }
-    conditions
 }
 
-/// Licence pools with a known, non-zero size whose utilisation reached the threshold.
-///
-/// The pool is the licence's API name. Two licences of different kinds with the same name
-/// in one org would share a fingerprint; Salesforce's naming makes that unlikely, and the
-/// later one in key order wins.
-pub fn utilization(org_id: &str, org: &OrgState, rule: &UtilizationRule) -> Vec<Condition> {
-    org.licenses
-        .values()
-        .filter_map(|license| pool_utilization(license, rule.threshold))
-        .map(|(license, used_fraction)| {
-            let severity = if used_fraction >= 1.0 {
-                Severity::Critical
-            } else {
-                Severity::Warning
-            };
-            let total = license.total.unwrap_or_default();
-            let mut condition = Condition::new(UTILIZATION, org_id, &license.name, severity)
-                .label("kind", license.kind.key_segment())
-                .label("label", &license.label)
-                .label("used", license.used)
-                .label("total", total);
-            condition.value = used_fraction;
-            condition.threshold = rule.threshold;
-            condition.summary = format!(
-                "{} pool at {:.1}% ({} of {} seats)",
-                license.label,
-                used_fraction * 100.0,
-                license.used,
-                total
-            );
-            condition
-        })
-        .collect()
+/// Runs every enabled rule on `state` as of `now_ms` (milliseconds since the epoch).
+pub fn evaluate(state: &SeatState, now_ms: i64, config: &RulesConfig) -> Evaluation {
+    let mut evaluation = Evaluation::default();
+    for (org_id, org) in state.orgs() {
+        let sync = sync_health(org_id, org, now_ms, config);
+        let held = sync
+            .iter()
+            .any(|c| c.level == Level::Firing && matches!(c.rule, STALE_SYNC | SYNC_AUTH_FAILED));
+        if held {
+            evaluation.held_orgs.insert(org_id.to_owned());
+        }
+        evaluation.conditions.extend(sync);
+        for license in org.licenses.values() {
+            let rules = config.for_pool(org_id, &license.name);
+            evaluation
+                .conditions
+                .extend(utilization(org_id, license, &rules));
+            evaluation
+                .conditions
+                .extend(exhausted(org_id, license, &rules));
+            evaluation
+                .conditions
+                .extend(expiring(org_id, license, now_ms, &rules));
+            let history = org.history(&license.key());
+            evaluation
+                .conditions
+                .extend(forecast(org_id, license, history, now_ms, &rules));
+        }
+        evaluation
+            .conditions
+            .extend(idle_seats(org_id, org, now_ms, config));
+    }
+    evaluation
 }
 
-/// The licence's `used / total` if it is sized and at or over `threshold`.
-fn pool_utilization(license: &LicenseState, threshold: f64) -> Option<(&LicenseState, f64)> {
+/// A sized pool's utilisation against `[rules.utilization]`, with hysteresis.
+pub fn utilization(org_id: &str, license: &LicenseState, rules: &RulesConfig) -> Option<Condition> {
+    let rule = &rules.utilization;
     let total = license.total.filter(|total| *total > 0)?;
+    if !rule.enabled {
+        return None;
+    }
     let used_fraction = license.used as f64 / total as f64;
-    (used_fraction >= threshold).then_some((license, used_fraction))
+    let level = if used_fraction >= rule.threshold {
+        Level::Firing
+    } else if used_fraction >= rule.clear_below() {
+        Level::Sustain
+    } else {
+        Level::Clear
+    };
+    let severity = if used_fraction >= 1.0 {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    };
+    let summary = format!(
+        "{} pool at {:.1}% ({} of {total} seats)",
+        license.label,
+        used_fraction * 100.0,
+        license.used
+    );
+    Some(
+        Condition::new(UTILIZATION, org_id, &license.name, severity)
+            .label("kind", license.kind.key_segment())
+            .label("label", &license.label)
+            .level(level)
+            .measured(used_fraction, rule.threshold, summary)
+            .pending_secs(rule.for_secs),
+    )
 }
 
-/// User licence pools with at least `min_idle_seats` active users who have not logged in
-/// for more than `idle_days` days, or never have.
+/// A sized pool with `max_available` or fewer seats left.
+pub fn exhausted(org_id: &str, license: &LicenseState, rules: &RulesConfig) -> Option<Condition> {
+    let rule = &rules.exhausted;
+    let total = license.total.filter(|total| *total > 0)?;
+    if !rule.enabled {
+        return None;
+    }
+    let available = total - license.used;
+    let level = if available <= rule.max_available {
+        Level::Firing
+    } else {
+        Level::Clear
+    };
+    let summary = format!(
+        "{} pool has {available} of {total} seats available",
+        license.label
+    );
+    Some(
+        Condition::new(EXHAUSTED, org_id, &license.name, Severity::Critical)
+            .label("kind", license.kind.key_segment())
+            .label("label", &license.label)
+            .level(level)
+            .measured(available as f64, rule.max_available as f64, summary)
+            .pending_secs(rule.for_secs),
+    )
+}
+
+/// A permission-set or package licence whose end date is within the longest lead time.
+/// The shortest lead time inside which it falls sets the severity.
+pub fn expiring(
+    org_id: &str,
+    license: &LicenseState,
+    now_ms: i64,
+    rules: &RulesConfig,
+) -> Option<Condition> {
+    let rule = &rules.expiring;
+    let expires_at = license.expires_at?;
+    if !rule.enabled || license.kind == LicenseKind::User {
+        return None;
+    }
+    let mut leads = rule.lead_days.clone();
+    leads.sort_unstable();
+    let longest = i64::from(*leads.last()?);
+    let days_left = (expires_at - now_ms).div_euclid(DAY_MS);
+    let tier = leads.iter().position(|lead| days_left < i64::from(*lead));
+    let (level, severity) = match tier {
+        Some(0) => (Level::Firing, Severity::Critical),
+        Some(1) => (Level::Firing, Severity::Warning),
+        Some(_) => (Level::Firing, Severity::Info),
+        None => (Level::Clear, Severity::Info),
+    };
+    let summary = if days_left < 0 {
+        format!("{} licence expired {} days ago", license.label, -days_left)
+    } else {
+        format!("{} licence expires in {days_left} days", license.label)
+    };
+    Some(
+        Condition::new(EXPIRING, org_id, &license.name, severity)
+            .label("kind", license.kind.key_segment())
+            .label("label", &license.label)
+            .level(level)
+            .measured(days_left as f64, longest as f64, summary),
+    )
+}
+
+/// The least-squares trend of a sized pool's used seats over the recent window, and
+/// when it reaches the pool's size. `history` holds `(observed_at, used)` pairs.
+pub fn forecast(
+    org_id: &str,
+    license: &LicenseState,
+    history: &[(i64, i64)],
+    now_ms: i64,
+    rules: &RulesConfig,
+) -> Option<Condition> {
+    let rule = &rules.forecast;
+    let total = license.total.filter(|total| *total > 0)?;
+    if !rule.enabled {
+        return None;
+    }
+    let window_start = now_ms - i64::from(rule.window_days) * DAY_MS;
+    let recent: Vec<(i64, i64)> = history
+        .iter()
+        .copied()
+        .filter(|(at, _)| *at >= window_start)
+        .collect();
+    let span_ms = recent.last()?.0 - recent.first()?.0;
+    let min_span_ms = i64::try_from(rule.min_span_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    if recent.len() < rule.min_samples || span_ms < min_span_ms {
+        return None;
+    }
+
+    let seats_per_day = slope(&recent) * DAY_MS as f64;
+    let available = (total - license.used).max(0) as f64;
+    let days_to_full = if seats_per_day > 0.0 {
+        available / seats_per_day
+    } else {
+        f64::INFINITY
+    };
+    let within = f64::from(rule.within_days);
+    let level = if days_to_full <= within {
+        Level::Firing
+    } else {
+        Level::Clear
+    };
+    let summary = if days_to_full.is_finite() {
+        format!(
+            "{} pool gains {seats_per_day:.1} seats a day and runs out in {days_to_full:.0}              days ({} of {total} used)",
+            license.label, license.used
+        )
+    } else {
+        format!(
+            "{} pool is not growing ({} of {total} used)",
+            license.label, license.used
+        )
+    };
+    let value = if days_to_full.is_finite() {
+        days_to_full
+    } else {
+        f64::MAX
+    };
+    Some(
+        Condition::new(FORECAST, org_id, &license.name, Severity::Warning)
+            .label("kind", license.kind.key_segment())
+            .label("label", &license.label)
+            .level(level)
+            .measured(value, within, summary),
+    )
+}
+
+/// Least-squares slope of `points` in units of y per unit of x; 0 when x does not vary.
+fn slope(points: &[(i64, i64)]) -> f64 {
+    let n = points.len() as f64;
+    // Centre x on the first point so that epoch milliseconds keep their precision.
+    let x0 = points[0].0;
+    let xs = points.iter().map(|(x, _)| (x - x0) as f64);
+    let mean_x = xs.clone().sum::<f64>() / n;
+    let mean_y = points.iter().map(|(_, y)| *y as f64).sum::<f64>() / n;
+    let (mut covariance, mut variance) = (0.0, 0.0);
+    for (x, (_, y)) in xs.zip(points) {
+        covariance += (x - mean_x) * (*y as f64 - mean_y);
+        variance += (x - mean_x) * (x - mean_x);
+    }
+    if variance == 0.0 {
+        0.0
+    } else {
+        covariance / variance
+    }
+}
+
+/// Per user-licence pool: active users who have not logged in for more than
+/// `idle_days` days, or never have; fires at `min_idle_seats` or more.
 ///
 /// Pools come from the users themselves (their `user_license`), so a pool whose users all
 /// left or were deactivated simply stops appearing, and its alert resolves.
@@ -150,10 +401,8 @@ pub fn idle_seats(
     org_id: &str,
     org: &OrgState,
     now_ms: i64,
-    rule: &IdleSeatsRule,
+    config: &RulesConfig,
 ) -> Vec<Condition> {
-    let idle_after_ms = i64::from(rule.idle_days) * DAY_MS;
-
     // Per pool: active seat holders, and how many of them are idle.
     let mut pools: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for user in org.users.values().filter(|user| holds_a_seat(user)) {
@@ -162,33 +411,136 @@ pub fn idle_seats(
         };
         let counts = pools.entry(pool).or_default();
         counts.0 += 1;
-        if is_idle(user, now_ms, idle_after_ms) {
+        let rule = &config.for_pool(org_id, pool).idle_seats;
+        if is_idle(user, now_ms, rule.idle_days) {
             counts.1 += 1;
         }
     }
 
     pools
         .into_iter()
-        .filter(|(_, (_, idle))| *idle >= u64::from(rule.min_idle_seats))
-        .map(|(pool, (active, idle))| {
-            let mut condition = Condition::new(IDLE_SEATS, org_id, pool, Severity::Info)
-                .label("idle_days", rule.idle_days);
-            condition.value = idle as f64;
-            condition.threshold = f64::from(rule.min_idle_seats);
-            condition.summary = format!(
+        .filter_map(|(pool, (active, idle))| {
+            let rules = config.for_pool(org_id, pool);
+            let rule = &rules.idle_seats;
+            if !rule.enabled {
+                return None;
+            }
+            let level = if idle >= u64::from(rule.min_idle_seats) {
+                Level::Firing
+            } else {
+                Level::Clear
+            };
+            let summary = format!(
                 "{idle} of {active} active {pool} users have not logged in for {} days",
                 rule.idle_days
             );
-            condition
+            Some(
+                Condition::new(IDLE_SEATS, org_id, pool, Severity::Info)
+                    .label("idle_days", rule.idle_days)
+                    .level(level)
+                    .measured(idle as f64, f64::from(rule.min_idle_seats), summary),
+            )
         })
         .collect()
 }
 
-fn holds_a_seat(user: &UserState) -> bool {
+/// The org's sync health from its latest sync status: no success for too long, sign-in
+/// failing, or paused for quota. Nothing before the first sync status arrives.
+pub fn sync_health(
+    org_id: &str,
+    org: &OrgState,
+    now_ms: i64,
+    config: &RulesConfig,
+) -> Vec<Condition> {
+    let rules = config.for_org(org_id);
+    let rule = &rules.stale_sync;
+    let Some(sync) = org.sync.as_ref().filter(|_| rule.enabled) else {
+        return Vec::new();
+    };
+    let mut conditions = Vec::new();
+
+    let stale_after_ms =
+        i64::try_from(rule.stale_after_mins.saturating_mul(60_000)).unwrap_or(i64::MAX);
+    let since = sync.last_success_at.unwrap_or(sync.started_at);
+    let minutes = (now_ms - since).max(0) / 60_000;
+    let (level, summary) = match sync.last_success_at {
+        Some(_) if now_ms - since > stale_after_ms => (
+            Level::Firing,
+            format!(
+                "{}: no successful sync for {minutes} minutes",
+                sync.org_name
+            ),
+        ),
+        None if now_ms - since > stale_after_ms => (
+            Level::Firing,
+            format!(
+                "{}: no successful sync since seatwatch started watching it",
+                sync.org_name
+            ),
+        ),
+        _ => (
+            Level::Clear,
+            format!(
+                "{}: last successful sync {minutes} minutes ago",
+                sync.org_name
+            ),
+        ),
+    };
+    conditions.push(
+        Condition::new(STALE_SYNC, org_id, "", Severity::Warning)
+            .label("org_name", &sync.org_name)
+            .level(level)
+            .measured(minutes as f64, rule.stale_after_mins as f64, summary),
+    );
+
+    for (rule_name, enabled, outcome, severity, what) in [
+        (
+            SYNC_AUTH_FAILED,
+            rule.auth_failure,
+            SyncOutcome::AuthFailed,
+            Severity::Critical,
+            "cannot sign in to Salesforce; check the Connected App credentials",
+        ),
+        (
+            SYNC_PAUSED_FOR_QUOTA,
+            rule.quota_paused,
+            SyncOutcome::PausedForQuota,
+            Severity::Warning,
+            "sync paused: the org's daily API allowance is nearly used up",
+        ),
+    ] {
+        if !enabled {
+            continue;
+        }
+        let level = if sync.outcome == outcome {
+            Level::Firing
+        } else {
+            Level::Clear
+        };
+        let mut summary = format!("{}: {what}", sync.org_name);
+        if let Some(message) = sync
+            .error_message
+            .as_deref()
+            .filter(|_| level == Level::Firing)
+        {
+            summary.push_str(&format!(" ({message})"));
+        }
+        conditions.push(
+            Condition::new(rule_name, org_id, "", severity)
+                .label("org_name", &sync.org_name)
+                .level(level)
+                .measured(f64::from(u8::from(level == Level::Firing)), 1.0, summary),
+        );
+    }
+    conditions
+}
+
+pub(crate) fn holds_a_seat(user: &UserState) -> bool {
     user.active && !NEVER_LOG_IN.contains(&user.user_type.as_str())
 }
 
-fn is_idle(user: &UserState, now_ms: i64, idle_after_ms: i64) -> bool {
+pub(crate) fn is_idle(user: &UserState, now_ms: i64, idle_days: u32) -> bool {
+    let idle_after_ms = i64::from(idle_days) * DAY_MS;
     user.last_login_at
         .is_none_or(|login| now_ms.saturating_sub(login) > idle_after_ms)
 }
@@ -255,18 +607,23 @@ pub(crate) mod tests {
         RulesConfig::default()
     }
 
+    /// The conditions at firing level.
+    fn firing(state: &SeatState, config: &RulesConfig) -> Vec<Condition> {
+        evaluate(state, NOW, config).firing().cloned().collect()
+    }
+
     #[test]
     fn utilization_fires_at_the_threshold_and_not_below() {
         let at = state_with(&[license("Salesforce", 90, Some(100))], &[]);
         let below = state_with(&[license("Salesforce", 89, Some(100))], &[]);
-        assert_eq!(evaluate(&at, NOW, &rules()).len(), 1);
-        assert!(evaluate(&below, NOW, &rules()).is_empty());
+        assert_eq!(firing(&at, &rules()).len(), 1);
+        assert!(firing(&below, &rules()).is_empty());
     }
 
     #[test]
     fn utilization_condition_carries_labels_summary_and_severity() {
         let state = state_with(&[license("Salesforce", 290, Some(300))], &[]);
-        let [condition] = &evaluate(&state, NOW, &rules())[..] else {
+        let [condition] = &firing(&state, &rules())[..] else {
             panic!("expected one condition");
         };
         assert_eq!(condition.rule, UTILIZATION);
@@ -285,17 +642,18 @@ pub(crate) mod tests {
             ("severity", "warning"),
             ("kind", "user"),
             ("label", "Salesforce"),
-            ("used", "290"),
-            ("total", "300"),
         ] {
             assert_eq!(condition.labels.get(key).map(String::as_str), Some(value));
         }
+        // Measurements change with every sync; as labels they would split one alert
+        // into many in Alertmanager.
+        assert_eq!(condition.labels.len(), 6, "{:?}", condition.labels);
     }
 
     #[test]
     fn full_or_over_assigned_pools_are_critical() {
         let state = state_with(&[license("Salesforce", 101, Some(100))], &[]);
-        let conditions = evaluate(&state, NOW, &rules());
+        let conditions = firing(&state, &rules());
         assert_eq!(conditions[0].severity, Severity::Critical);
         assert_eq!(conditions[0].labels["severity"], "critical");
     }
@@ -306,12 +664,7 @@ pub(crate) mod tests {
             &[license("Site", 5000, None), license("Zero", 0, Some(0))],
             &[],
         );
-        assert!(utilization(
-            ORG,
-            state.orgs().next().unwrap().1,
-            &UtilizationRule::default()
-        )
-        .is_empty());
+        assert!(evaluate(&state, NOW, &rules()).conditions.is_empty());
     }
 
     #[test]
@@ -323,7 +676,9 @@ pub(crate) mod tests {
         let mut config = rules();
         config.utilization.enabled = false;
         config.idle_seats.enabled = false;
-        assert!(evaluate(&state, NOW, &config).is_empty());
+        config.exhausted.enabled = false;
+        config.forecast.enabled = false;
+        assert!(evaluate(&state, NOW, &config).conditions.is_empty());
     }
 
     #[test]
@@ -335,7 +690,7 @@ pub(crate) mod tests {
             user("005D", "Salesforce", Some(1)),
         ];
         let state = state_with(&[], &users);
-        let [condition] = &evaluate(&state, NOW, &rules())[..] else {
+        let [condition] = &firing(&state, &rules())[..] else {
             panic!("expected one condition");
         };
         assert_eq!(condition.rule, IDLE_SEATS);
@@ -358,7 +713,7 @@ pub(crate) mod tests {
         let mut automated = user("005C", "Salesforce", None);
         automated.user_type = "AutomatedProcess".into();
         let state = state_with(&[], &[inactive, guest, automated]);
-        assert!(evaluate(&state, NOW, &rules()).is_empty());
+        assert!(evaluate(&state, NOW, &rules()).conditions.is_empty());
     }
 
     #[test]
@@ -371,7 +726,7 @@ pub(crate) mod tests {
         let state = state_with(&[], &users);
         let mut config = rules();
         config.idle_seats.min_idle_seats = 2;
-        let conditions = evaluate(&state, NOW, &config);
+        let conditions = firing(&state, &config);
         let pools: Vec<&str> = conditions.iter().map(|c| c.pool.as_str()).collect();
         assert_eq!(pools, ["Salesforce"]);
     }
@@ -393,5 +748,168 @@ pub(crate) mod tests {
         for other in others {
             assert_ne!(base, other);
         }
+    }
+
+    fn only(conditions: Vec<Condition>, rule: &str) -> Vec<Condition> {
+        conditions.into_iter().filter(|c| c.rule == rule).collect()
+    }
+
+    #[test]
+    fn utilization_has_a_hysteresis_band_below_the_threshold() {
+        let levels: Vec<Level> = [95, 90, 87, 85, 84]
+            .into_iter()
+            .map(|used| {
+                let state = state_with(&[license("Salesforce", used, Some(100))], &[]);
+                let found = only(evaluate(&state, NOW, &rules()).conditions, UTILIZATION);
+                found[0].level
+            })
+            .collect();
+        use Level::*;
+        assert_eq!(levels, [Firing, Firing, Sustain, Sustain, Clear]);
+    }
+
+    #[test]
+    fn exhausted_fires_at_max_available_or_fewer() {
+        let mut config = rules();
+        config.exhausted.max_available = 2;
+        for (used, expected) in [
+            (97, Level::Clear),
+            (98, Level::Firing),
+            (101, Level::Firing),
+        ] {
+            let state = state_with(&[license("Identity", used, Some(100))], &[]);
+            let found = only(evaluate(&state, NOW, &config).conditions, EXHAUSTED);
+            assert_eq!(found[0].level, expected, "used {used}");
+            assert_eq!(found[0].value, (100 - used) as f64);
+        }
+    }
+
+    #[test]
+    fn expiring_escalates_through_the_lead_times() {
+        let cases = [
+            (120, Level::Clear, Severity::Info),
+            (89, Level::Firing, Severity::Info),
+            (29, Level::Firing, Severity::Warning),
+            (6, Level::Firing, Severity::Critical),
+            (-3, Level::Firing, Severity::Critical),
+        ];
+        for (days, level, severity) in cases {
+            let mut psl = license("Sales Cloud PSL", 1, Some(10));
+            psl.kind = LicenseKind::PermissionSet;
+            psl.expires_at = Some(NOW + days * DAY_MS + 1000);
+            let state = state_with(&[psl], &[]);
+            let found = only(evaluate(&state, NOW, &rules()).conditions, EXPIRING);
+            assert_eq!(
+                (found[0].level, found[0].severity),
+                (level, severity),
+                "{days} days"
+            );
+        }
+        // User licences carry no end date that matters here.
+        let mut user_licence = license("Salesforce", 1, Some(10));
+        user_licence.expires_at = Some(NOW + DAY_MS);
+        let state = state_with(&[user_licence], &[]);
+        assert!(only(evaluate(&state, NOW, &rules()).conditions, EXPIRING).is_empty());
+    }
+
+    #[test]
+    fn forecast_fires_when_the_trend_fills_the_pool_in_time() {
+        let mut state = SeatState::default();
+        // Two seats a day for five days: 80 of 100 used, 10 days to full.
+        for day in 0..5 {
+            let mut pool = license("Salesforce", 72 + 2 * day, Some(100));
+            pool.observed_at = NOW - (4 - day) * DAY_MS;
+            state.put_license(&pool.key(), pool);
+        }
+        let found = only(evaluate(&state, NOW, &rules()).conditions, FORECAST);
+        assert_eq!(found[0].level, Level::Firing);
+        assert!((found[0].value - 10.0).abs() < 1e-9, "{}", found[0].value);
+
+        let mut config = rules();
+        config.forecast.within_days = 9;
+        let found = only(evaluate(&state, NOW, &config).conditions, FORECAST);
+        assert_eq!(found[0].level, Level::Clear);
+
+        // Too little history: no trend yet.
+        config.forecast.min_samples = 6;
+        assert!(only(evaluate(&state, NOW, &config).conditions, FORECAST).is_empty());
+    }
+
+    #[test]
+    fn a_flat_or_shrinking_pool_never_forecasts_exhaustion() {
+        let mut state = SeatState::default();
+        for (hour, used) in [(0, 90), (1, 90), (2, 85), (3, 80)] {
+            let mut pool = license("Salesforce", used, Some(100));
+            pool.observed_at = NOW - (3 - hour) * 3_600_000;
+            state.put_license(&pool.key(), pool);
+        }
+        let found = only(evaluate(&state, NOW, &rules()).conditions, FORECAST);
+        assert_eq!(found[0].level, Level::Clear);
+    }
+
+    fn sync(
+        outcome: SyncOutcome,
+        last_success_mins_ago: Option<i64>,
+    ) -> seatwatch_schemas::SyncStatus {
+        seatwatch_schemas::SyncStatus {
+            org_id: ORG.into(),
+            org_name: "acme".into(),
+            sync_id: "s".into(),
+            outcome,
+            started_at: NOW - 60_000,
+            finished_at: NOW - 30_000,
+            last_success_at: last_success_mins_ago.map(|mins| NOW - mins * 60_000),
+            records: Default::default(),
+            api_calls: 1,
+            api_used: None,
+            api_limit: None,
+            error_class: None,
+            error_message: Some("invalid_grant: authentication failure".into()),
+        }
+    }
+
+    #[test]
+    fn stale_and_failing_syncs_fire_and_hold_the_org() {
+        let fresh = {
+            let mut state = state_with(&[license("Salesforce", 95, Some(100))], &[]);
+            state.put_sync(ORG, sync(SyncOutcome::Success, Some(5)));
+            state
+        };
+        let evaluation = evaluate(&fresh, NOW, &rules());
+        let firing: Vec<&str> = evaluation.firing().map(|c| c.rule).collect();
+        assert_eq!(firing, [UTILIZATION]);
+        assert!(evaluation.held_orgs.is_empty());
+
+        let mut stale = state_with(&[license("Salesforce", 95, Some(100))], &[]);
+        stale.put_sync(ORG, sync(SyncOutcome::Failed, Some(121)));
+        let evaluation = evaluate(&stale, NOW, &rules());
+        let firing: Vec<&str> = evaluation.firing().map(|c| c.rule).collect();
+        assert!(firing.contains(&STALE_SYNC), "{firing:?}");
+        assert!(evaluation.held_orgs.contains(ORG));
+
+        let mut auth = SeatState::default();
+        auth.put_sync(ORG, sync(SyncOutcome::AuthFailed, Some(10)));
+        let evaluation = evaluate(&auth, NOW, &rules());
+        let [failed] = &evaluation.firing().collect::<Vec<_>>()[..] else {
+            panic!("expected one firing condition");
+        };
+        assert_eq!(
+            (failed.rule, failed.severity),
+            (SYNC_AUTH_FAILED, Severity::Critical)
+        );
+        assert!(
+            failed.summary.contains("authentication failure"),
+            "{}",
+            failed.summary
+        );
+        assert!(evaluation.held_orgs.contains(ORG));
+
+        let mut quota = SeatState::default();
+        quota.put_sync(ORG, sync(SyncOutcome::PausedForQuota, Some(10)));
+        let evaluation = evaluate(&quota, NOW, &rules());
+        let firing: Vec<&str> = evaluation.firing().map(|c| c.rule).collect();
+        assert_eq!(firing, [SYNC_PAUSED_FOR_QUOTA]);
+        // Paused for quota still has fresh data: nothing is held.
+        assert!(evaluation.held_orgs.is_empty());
     }
 }

@@ -20,7 +20,9 @@ use seatwatch_schemas::Alert;
 use tokio::sync::mpsc;
 use tokio::task::{Id, JoinError, JoinSet};
 
+use crate::alertmanager::AlertmanagerSink;
 use crate::config::AlertConfig;
+use crate::controls::{self, Controls};
 use crate::evaluator::Evaluator;
 use crate::metrics::Metrics;
 use crate::notify::{ChannelSink, LogSink, Notifier, Sink};
@@ -36,6 +38,8 @@ pub struct RunOptions {
     /// An extra sink that receives every alert transition alongside the log and webhook
     /// sinks. The notifier waits while the channel is full.
     pub sink: Option<mpsc::Sender<Alert>>,
+    /// Acknowledgements and silences, set through [`controls::router`].
+    pub controls: Arc<Controls>,
 }
 
 impl Default for RunOptions {
@@ -44,6 +48,7 @@ impl Default for RunOptions {
             registry: Registry::new(),
             health: Health::new(),
             sink: None,
+            controls: Controls::new(),
         }
     }
 }
@@ -55,12 +60,13 @@ pub async fn run(config: AlertConfig, shutdown: Shutdown) -> Result<(), AlertErr
 
     // The server stops with the service, also when the service fails.
     let ops_stop = shutdown.child_token();
-    let router = http::router(options.registry.clone(), options.health.clone());
+    let router = http::router(options.registry.clone(), options.health.clone())
+        .merge(controls::router(options.controls.clone()));
     let addr = config.listen_addr;
     let (bound, server) = http::serve(addr, router, ops_stop.clone())
         .await
         .map_err(|source| AlertError::Bind { addr, source })?;
-    tracing::info!(%bound, "serving /metrics, /healthz and /readyz");
+    tracing::info!(%bound, "serving /metrics, /healthz, /readyz and /api/v1");
 
     let result = run_with(config, shutdown, options).await;
     ops_stop.cancel();
@@ -78,7 +84,13 @@ pub async fn run_with(
 ) -> Result<(), AlertError> {
     config.validate()?;
     let metrics = Metrics::register(&options.registry)?;
-    let sinks = sinks(&config, options.sink)?;
+    let alertmanager = config
+        .alertmanager
+        .as_ref()
+        .map(AlertmanagerSink::new)
+        .transpose()?
+        .map(Arc::new);
+    let sinks = sinks(&config, options.sink, alertmanager.clone())?;
     let readiness = Readiness::new(options.health.clone());
 
     // Topics first: without them there is nothing to consume.
@@ -93,8 +105,15 @@ pub async fn run_with(
     options.health.set_not_ready("catching up");
 
     let stop = shutdown.child_token();
-    let evaluator = Evaluator::new(&config, partitions, metrics.clone(), readiness.clone())?;
-    let notifier = Notifier::new(&config, sinks, metrics, readiness)?;
+    let evaluator = Evaluator::new(
+        &config,
+        partitions,
+        metrics.clone(),
+        readiness.clone(),
+        options.controls.clone(),
+        alertmanager,
+    )?;
+    let notifier = Notifier::new(&config, sinks, metrics, readiness, options.controls)?;
     let mut tasks = Tasks::default();
     tasks.spawn("evaluator", evaluator.run(stop.clone()));
     tasks.spawn("notifier", notifier.run(stop.clone()));
@@ -120,13 +139,18 @@ pub async fn run_with(
     first.and(drained)
 }
 
-/// The sinks every alert goes to: the log, the webhook if configured, the caller's
-/// channel if given.
+/// The sinks every alert goes to: the log, the webhook and Alertmanager if configured,
+/// the caller's channel if given.
 fn sinks(
     config: &AlertConfig,
     channel: Option<mpsc::Sender<Alert>>,
+    alertmanager: Option<Arc<AlertmanagerSink>>,
 ) -> Result<Vec<Arc<dyn Sink>>, AlertError> {
     let mut sinks: Vec<Arc<dyn Sink>> = vec![Arc::new(LogSink)];
+    if let Some(alertmanager) = alertmanager {
+        tracing::info!("Alertmanager sink configured");
+        sinks.push(alertmanager);
+    }
     if let Some(webhook) = &config.webhook {
         sinks.push(Arc::new(WebhookSink::new(webhook)?));
         tracing::info!(host = webhook.host(), "webhook sink configured");
@@ -147,6 +171,7 @@ fn common_partition_count(
         &topics.user_state,
         &topics.sync_status,
         &topics.alerts,
+        &topics.recommendations,
     ];
     let found: Vec<(&String, i32)> = used
         .iter()

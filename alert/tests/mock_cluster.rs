@@ -214,6 +214,7 @@ fn start(config: &AlertConfig) -> Running {
         registry: registry.clone(),
         health: health.clone(),
         sink: Some(sender),
+        ..RunOptions::default()
     };
     let task = tokio::spawn(run_with(config.clone(), shutdown.clone(), options));
     Running {
