@@ -1,6 +1,9 @@
 //! `seatwatch demo`: the whole pipeline in one process, with nothing to set up.
 //!
-//! The Salesforce simulator serves a changing mid-size org on a loopback port;
+//! Three orgs show every alert rule at work: the Salesforce simulator serves a changing
+//! mid-size org on a loopback port; a second simulator serves a small sandbox whose daily
+//! API allowance is nearly used up (paused for quota, then stale); and a third org is
+//! configured with a wrong password (sign-in fails).
 //! librdkafka's in-process mock cluster stands in for the broker (it has no admin API, so
 //! topics are created through the mock's own call, and it keeps about 5 MiB per
 //! partition, plenty here); ingest, transform and alert run as tasks against them exactly
@@ -81,6 +84,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     )
     .await
     .context("starting the Salesforce simulator")?;
+    let quota_bound = start_quota_bound_simulator(simulator_stop.clone()).await?;
 
     // One ops server for the three services.
     let registry = Registry::new();
@@ -96,7 +100,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let services = spawn_services(
         &args,
         &kafka,
-        &simulator.base_url(),
+        (&simulator.base_url(), &quota_bound.base_url()),
         &registry,
         alerts_tx,
         &stop,
@@ -115,11 +119,57 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     simulator_stop.cancel();
     simulator.stop().await;
+    quota_bound.stop().await;
     let _ = ops.await;
     drop(cluster);
 
     eprintln!("{}", printed.summary());
+    eprintln!("{}", recommendation_total(&registry));
     Ok(())
+}
+
+/// A small org whose API usage is at 90% of its daily allowance: ingest pauses it for
+/// quota (above its 80% share), so it never syncs and goes stale.
+async fn start_quota_bound_simulator(
+    stop: Shutdown,
+) -> anyhow::Result<seatwatch_simulator::RunningSimulator> {
+    let config = SimulatorConfig {
+        listen_addr: ([127, 0, 0, 1], 0).into(),
+        org: OrgSource::BuiltIn { users: 100 },
+        ..SimulatorConfig::for_tests()
+    };
+    let daily_limit = config.api_daily_limit;
+    let simulator = seatwatch_simulator::start(config, stop)
+        .await
+        .context("starting the second Salesforce simulator")?;
+    let handle = simulator.handle();
+    handle.with_org(|org| {
+        org.org_id = QUOTA_BOUND_ORG_ID.into();
+        org.name = "Quota-Bound Sandbox".into();
+    });
+    handle.set_api_calls(daily_limit * 9 / 10);
+    Ok(simulator)
+}
+
+/// The quota-bound org's id, distinct from the built-in org's.
+const QUOTA_BOUND_ORG_ID: &str = "00D000000000002EAA";
+
+/// What the recommendations add up to, from the alert service's metrics.
+fn recommendation_total(registry: &Registry) -> String {
+    let sum = |name: &str| -> f64 {
+        registry
+            .gather()
+            .iter()
+            .filter(|family| family.name() == name)
+            .flat_map(|family| family.get_metric())
+            .map(|metric| metric.get_gauge().get_value())
+            .sum()
+    };
+    format!(
+        "seatwatch demo: {} reclaim recommendations, about USD {:.0} a month",
+        sum("seatwatch_recommendations"),
+        sum("seatwatch_reclaimable_monthly_saving")
+    )
 }
 
 type ServiceTask = tokio::task::JoinHandle<anyhow::Result<()>>;
@@ -127,7 +177,7 @@ type ServiceTask = tokio::task::JoinHandle<anyhow::Result<()>>;
 fn spawn_services(
     args: &DemoArgs,
     kafka: &KafkaConfig,
-    simulator_url: &str,
+    (simulator_url, quota_bound_url): (&str, &str),
     registry: &Registry,
     alerts: mpsc::Sender<Alert>,
     stop: &Shutdown,
@@ -138,26 +188,30 @@ fn spawn_services(
     // Logins do not move SystemModstamp, so the demo reads users in full every sync to
     // show them within seconds; deployments read them incrementally.
     ingest.full_sync_interval_secs = 0;
-    ingest.orgs.push(seatwatch_ingest::OrgConfig {
-        name: "simulated-org".into(),
-        login_url: simulator_url.to_owned(),
-        consumer_key: credentials.consumer_key,
-        username: credentials.username,
-        consumer_secret: Some(SecretRef::Inline(credentials.consumer_secret)),
-        password: Some(SecretRef::Inline(credentials.password)),
-        security_token: Some(SecretRef::Inline(credentials.security_token)),
+    let org = |name: &str, login_url: &str| seatwatch_ingest::OrgConfig {
+        name: name.into(),
+        login_url: login_url.to_owned(),
+        consumer_key: credentials.consumer_key.clone(),
+        username: credentials.username.clone(),
+        consumer_secret: Some(SecretRef::Inline(credentials.consumer_secret.clone())),
+        password: Some(SecretRef::Inline(credentials.password.clone())),
+        security_token: Some(SecretRef::Inline(credentials.security_token.clone())),
         ..Default::default()
+    };
+    ingest.orgs.push(org("simulated-org", simulator_url));
+    ingest
+        .orgs
+        .push(org("quota-bound-sandbox", quota_bound_url));
+    ingest.orgs.push(seatwatch_ingest::OrgConfig {
+        password: Some(SecretRef::Inline("not-the-password".to_owned().into())),
+        ..org("misconfigured-org", simulator_url)
     });
 
     let transform = seatwatch_transform::TransformConfig {
         kafka: kafka.clone(),
         ..Default::default()
     };
-    let alert = seatwatch_alert::AlertConfig {
-        kafka: kafka.clone(),
-        evaluate_interval_secs: 1,
-        ..Default::default()
-    };
+    let alert = demo_alert_config(kafka);
 
     let ingest_task = {
         let (stop, registry) = (stop.clone(), registry.clone());
@@ -191,6 +245,27 @@ fn spawn_services(
         ("transform", transform_task),
         ("alert", alert_task),
     ]
+}
+
+/// The alert service's defaults, squeezed into a minute: an org is stale after 20 s
+/// without a successful sync, and a trend needs 10 s of history instead of an hour. The
+/// prices are list prices of the simulated org's licences, for the savings.
+fn demo_alert_config(kafka: &KafkaConfig) -> seatwatch_alert::AlertConfig {
+    let mut alert = seatwatch_alert::AlertConfig {
+        kafka: kafka.clone(),
+        evaluate_interval_secs: 1,
+        ..Default::default()
+    };
+    alert.rules.stale_sync.stale_after_secs = 20;
+    alert.rules.forecast.min_span_secs = 10;
+    alert.prices.monthly = BTreeMap::from([
+        ("Salesforce".to_owned(), 165.0),
+        ("Salesforce Platform".to_owned(), 25.0),
+        ("SalesforceCPQ_CPQStandardPerm".to_owned(), 75.0),
+        ("IdentityConnect".to_owned(), 10.0),
+        ("inksign".to_owned(), 12.0),
+    ]);
+    alert
 }
 
 /// What the demo printed, for the closing summary.

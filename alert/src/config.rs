@@ -461,7 +461,7 @@ mod tests {
              [[rules.overrides]]\norgs = [\"00DA\"]\npools = [\"Sales*\"]\n\
              utilization = { threshold = 0.8 }\n\
              [[rules.overrides]]\norgs = [\"00DA\"]\n\
-             utilization = { threshold = 0.7 }\nstale_sync = { stale_after_mins = 5 }\n",
+             utilization = { threshold = 0.7 }\nstale_sync = { stale_after_secs = 5 }\n",
         )
         .unwrap();
         let rules = &config.rules;
@@ -480,8 +480,8 @@ mod tests {
         // Keys the override leaves out keep the defaults.
         assert!(rules.for_pool("00DA", "Salesforce").idle_seats.enabled);
         // Org-level rules skip overrides that name pools.
-        assert_eq!(rules.for_org("00DA").stale_sync.stale_after_mins, 5);
-        assert_eq!(rules.for_org("00DB").stale_sync.stale_after_mins, 120);
+        assert_eq!(rules.for_org("00DA").stale_sync.stale_after_secs, 5);
+        assert_eq!(rules.for_org("00DB").stale_sync.stale_after_secs, 7200);
     }
 
     #[test]

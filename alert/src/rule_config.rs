@@ -183,8 +183,8 @@ impl RulesConfig {
                 "must be at least 2 to make a trend".into(),
             );
         }
-        if self.stale_sync.stale_after_mins < 1 {
-            return fail("stale_sync.stale_after_mins", "must be at least 1".into());
+        if self.stale_sync.stale_after_secs < 1 {
+            return fail("stale_sync.stale_after_secs", "must be at least 1".into());
         }
         Ok(())
     }
@@ -391,10 +391,11 @@ pub struct StaleSyncRule {
     /// Default true.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// Fires when the org's last successful sync is older than this. Default 120: a
-    /// few missed polls at ingest's default interval, not one slow one.
-    #[serde(default = "default_stale_after_mins")]
-    pub stale_after_mins: u64,
+    /// Fires when the org's last successful sync is older than this many seconds (or,
+    /// for an org that never synced successfully, its first sync status is). Default
+    /// 7200: a few missed polls at ingest's default interval, not one slow one.
+    #[serde(default = "default_stale_after_secs")]
+    pub stale_after_secs: u64,
     /// Also fire `sync_auth_failed` while the last sync failed to sign in. Default true.
     #[serde(default = "default_true")]
     pub auth_failure: bool,
@@ -404,15 +405,15 @@ pub struct StaleSyncRule {
     pub quota_paused: bool,
 }
 
-fn default_stale_after_mins() -> u64 {
-    120
+fn default_stale_after_secs() -> u64 {
+    2 * 3600
 }
 
 impl Default for StaleSyncRule {
     fn default() -> Self {
         Self {
             enabled: true,
-            stale_after_mins: default_stale_after_mins(),
+            stale_after_secs: default_stale_after_secs(),
             auth_failure: true,
             quota_paused: true,
         }

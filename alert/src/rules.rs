@@ -13,7 +13,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use seatwatch_schemas::{LicenseKind, LicenseState, Severity, SyncOutcome, UserState};
+use seatwatch_schemas::{
+    LicenseKind, LicenseState, LicenseStatus, Severity, SyncOutcome, UserState,
+};
 use sha2::{Digest, Sha256};
 
 use crate::rule_config::RulesConfig;
@@ -280,7 +282,12 @@ pub fn expiring(
 ) -> Option<Condition> {
     let rule = &rules.expiring;
     let expires_at = license.expires_at?;
-    if !rule.enabled || license.kind == LicenseKind::User {
+    // User licences have no end date that matters here, and a disabled licence is
+    // already out of use.
+    if !rule.enabled
+        || license.kind == LicenseKind::User
+        || license.status == LicenseStatus::Disabled
+    {
         return None;
     }
     let mut leads = rule.lead_days.clone();
@@ -349,8 +356,10 @@ pub fn forecast(
     };
     let summary = if days_to_full.is_finite() {
         format!(
-            "{} pool gains {seats_per_day:.1} seats a day and runs out in {days_to_full:.0}              days ({} of {total} used)",
-            license.label, license.used
+            "{} pool gains {seats_per_day:.1} seats a day and runs out {} ({} of {total} used)",
+            license.label,
+            in_days(days_to_full),
+            license.used
         )
     } else {
         format!(
@@ -370,6 +379,15 @@ pub fn forecast(
             .level(level)
             .measured(value, within, summary),
     )
+}
+
+/// "in N days", or "within a day" below one.
+fn in_days(days: f64) -> String {
+    if days < 1.0 {
+        "within a day".into()
+    } else {
+        format!("in {days:.0} days")
+    }
 }
 
 /// Least-squares slope of `points` in units of y per unit of x; 0 when x does not vary.
@@ -460,28 +478,30 @@ pub fn sync_health(
     let mut conditions = Vec::new();
 
     let stale_after_ms =
-        i64::try_from(rule.stale_after_mins.saturating_mul(60_000)).unwrap_or(i64::MAX);
-    let since = sync.last_success_at.unwrap_or(sync.started_at);
+        i64::try_from(rule.stale_after_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let since = sync
+        .last_success_at
+        .unwrap_or(org.first_sync_at.unwrap_or(sync.started_at));
     let minutes = (now_ms - since).max(0) / 60_000;
     let (level, summary) = match sync.last_success_at {
-        Some(_) if now_ms - since > stale_after_ms => (
+        _ if now_ms - since <= stale_after_ms => (
+            Level::Clear,
+            format!(
+                "{}: last successful sync {minutes} minutes ago",
+                sync.org_name
+            ),
+        ),
+        Some(_) => (
             Level::Firing,
             format!(
                 "{}: no successful sync for {minutes} minutes",
                 sync.org_name
             ),
         ),
-        None if now_ms - since > stale_after_ms => (
+        None => (
             Level::Firing,
             format!(
-                "{}: no successful sync since seatwatch started watching it",
-                sync.org_name
-            ),
-        ),
-        _ => (
-            Level::Clear,
-            format!(
-                "{}: last successful sync {minutes} minutes ago",
+                "{}: no successful sync since seatwatch first saw it {minutes} minutes ago",
                 sync.org_name
             ),
         ),
@@ -490,7 +510,11 @@ pub fn sync_health(
         Condition::new(STALE_SYNC, org_id, "", Severity::Warning)
             .label("org_name", &sync.org_name)
             .level(level)
-            .measured(minutes as f64, rule.stale_after_mins as f64, summary),
+            .measured(
+                (now_ms - since).max(0) as f64 / 1000.0,
+                rule.stale_after_secs as f64,
+                summary,
+            ),
     );
 
     for (rule_name, enabled, outcome, severity, what) in [
@@ -547,8 +571,6 @@ pub(crate) fn is_idle(user: &UserState, now_ms: i64, idle_days: u32) -> bool {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use seatwatch_schemas::{LicenseKind, LicenseStatus};
-
     use super::*;
 
     pub const ORG: &str = "00D000000000001EAA";
@@ -911,5 +933,23 @@ pub(crate) mod tests {
         assert_eq!(firing, [SYNC_PAUSED_FOR_QUOTA]);
         // Paused for quota still has fresh data: nothing is held.
         assert!(evaluation.held_orgs.is_empty());
+    }
+
+    #[test]
+    fn an_org_that_never_synced_goes_stale_from_its_first_status() {
+        let mut state = SeatState::default();
+        let mut status = sync(SyncOutcome::PausedForQuota, None);
+        status.started_at = NOW - 3 * 3600 * 1000;
+        state.put_sync(ORG, status.clone());
+        // Later statuses (still no success) keep the first start.
+        status.started_at = NOW - 60_000;
+        state.put_sync(ORG, status);
+        let stale = only(evaluate(&state, NOW, &rules()).conditions, STALE_SYNC);
+        assert_eq!(stale[0].level, Level::Firing);
+        assert!(
+            stale[0].summary.contains("since seatwatch first saw it"),
+            "{}",
+            stale[0].summary
+        );
     }
 }

@@ -27,6 +27,10 @@ pub struct OrgState {
     pub licenses: BTreeMap<String, LicenseState>,
     pub users: BTreeMap<String, UserState>,
     pub sync: Option<SyncStatus>,
+    /// The earliest `started_at` of the sync statuses read, the start of "never synced
+    /// successfully" for the stale-sync rule. Since the compacted topic replays only the
+    /// latest status, a restart moves it forward to that one.
+    pub first_sync_at: Option<i64>,
     /// `(observed_at, used)` per licence key, oldest first, for the forecast. Known
     /// shortcut: a compacted topic replays only the latest value per key, so after a
     /// restart the trend is relearnt from the syncs that follow.
@@ -101,11 +105,20 @@ impl SeatState {
     }
 
     pub fn put_sync(&mut self, key: &str, status: SyncStatus) {
-        self.org_mut(key).sync = Some(status);
+        let org = self.org_mut(key);
+        let started = status.started_at;
+        org.first_sync_at = Some(
+            org.first_sync_at
+                .map_or(started, |first| first.min(started)),
+        );
+        org.sync = Some(status);
     }
 
     pub fn remove_sync(&mut self, key: &str) {
-        self.update_existing(key, |org| org.sync = None);
+        self.update_existing(key, |org| {
+            org.sync = None;
+            org.first_sync_at = None;
+        });
     }
 
     fn org_mut(&mut self, key: &str) -> &mut OrgState {

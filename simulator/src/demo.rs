@@ -76,8 +76,8 @@ pub enum DemoAction {
 /// | 1 | 3 idle Salesforce users log in; 2 CPQ seats assigned | idle count falls |
 /// | 2 | 3 more idle Salesforce users log in; 2 inksign seats of inactive users freed | |
 /// | 3 | a new hire joins the Salesforce pool; 2 idle Platform users log in | pool fuller |
-/// | 4 | Salesforce pool cut to 85%; every idle Platform user logs in | both alerts resolve |
-/// | 5+ | 2 active users log in; every third step one more inksign seat freed | churn |
+/// | 4 | Salesforce pool cut to 80%; every idle Platform user logs in | both alerts resolve |
+/// | 5+ | 2 active users log in; 2 more CPQ seats assigned; every third step one more inksign seat freed | CPQ forecast, churn |
 // Laid out by hand, one step per line pair, to read as the table above.
 #[rustfmt::skip]
 pub fn schedule(step: u64) -> Vec<DemoAction> {
@@ -93,11 +93,13 @@ pub fn schedule(step: u64) -> Vec<DemoAction> {
                   ReclaimPackageSeats { namespace: SIGN, count: 2 }],
         3 => vec![HireUser { license_key: SFDC },
                   IdleUsersLogIn { license_key: PLATFORM, count: 2 }],
-        4 => vec![FreePool { license_key: SFDC, percent: 85 },
+        4 => vec![FreePool { license_key: SFDC, percent: 80 },
                   AllIdleUsersLogIn { license_key: PLATFORM }],
         n if n % 3 == 0 => vec![ActiveUsersLogIn { count: 2 },
+                                AssignPermissionSetLicense { developer_name: CPQ, count: 2 },
                                 ReclaimPackageSeats { namespace: SIGN, count: 1 }],
-        _ => vec![ActiveUsersLogIn { count: 2 }],
+        _ => vec![ActiveUsersLogIn { count: 2 },
+                  AssignPermissionSetLicense { developer_name: CPQ, count: 2 }],
     }
 }
 
