@@ -5,6 +5,8 @@
 //! shutdown token, and services drain before exiting 0.
 
 mod demo;
+mod healthcheck;
+mod seat_report;
 mod topics;
 
 use std::process::ExitCode;
@@ -42,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: topics::TopicsCommand,
     },
+    /// Print seat state per org and licence pool (total, used, available, utilisation,
+    /// idle, expiry, potential saving) from the compacted topics.
+    Report(seat_report::ReportArgs),
+    /// Ask a service's /readyz and exit 0 only if it answers 2xx (container healthchecks).
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,6 +90,8 @@ async fn main() -> ExitCode {
         Command::Alert(args) => alert(args).await,
         Command::Simulator(checked) => simulator(checked).await,
         Command::Topics { command } => topics::run(command).await,
+        Command::Report(args) => seat_report::run(args).await,
+        Command::Healthcheck(args) => healthcheck::run(args).await,
     };
 
     match result {

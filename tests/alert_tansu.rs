@@ -461,6 +461,40 @@ fn every_rule_fires_and_resolves_through_restarts_and_receiver_outages() {
         Some(95.0)
     );
 
+    // The same state through `seatwatch report`, and readiness through `healthcheck`.
+    let report = seatwatch()
+        .args(["report", "--format", "json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let rows: Vec<Json> = serde_json::from_slice(&report.stdout).unwrap();
+    let row = rows.iter().find(|row| row["pool"] == "Salesforce").unwrap();
+    assert_eq!(
+        (row["total"].as_i64(), row["used"].as_i64()),
+        (Some(100), Some(95))
+    );
+    assert_eq!(row["idle"].as_u64(), Some(1));
+    assert_eq!(row["potential_monthly_saving"].as_f64(), Some(150.0));
+    let expiring_row = rows.iter().find(|row| row["pool"] == "Sales PSL").unwrap();
+    assert_eq!(expiring_row["expires_in_days"].as_i64(), Some(4));
+    let healthy = seatwatch()
+        .args(["healthcheck", "--url", &format!("{ops}/readyz")])
+        .status()
+        .unwrap();
+    assert!(healthy.success());
+    let nobody = format!("http://127.0.0.1:{}/readyz", free_port());
+    let unhealthy = seatwatch()
+        .args(["healthcheck", "--url", &nobody])
+        .output()
+        .unwrap();
+    assert!(!unhealthy.status.success());
+    assert!(String::from_utf8_lossy(&unhealthy.stderr).contains("did not answer"));
+
     // 2. Flap inside the hysteresis band (threshold 0.90, clears below 0.85).
     for used in [87, 92, 86] {
         writer.license(&license(

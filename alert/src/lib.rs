@@ -24,6 +24,7 @@ mod group;
 mod metrics;
 pub mod notify;
 pub mod recommend;
+pub mod report;
 pub mod rule_config;
 pub mod rules;
 mod service;
