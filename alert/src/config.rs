@@ -336,8 +336,25 @@ impl AlertArgs {
         };
         let config: AlertConfig =
             seatwatch_common::config::load(self.config.as_deref(), &overrides)?;
-        config.validate()?;
+        config.validate().map_err(|error| self.with_line(error))?;
         Ok(config)
+    }
+
+    /// Adds the config file's line to an invalid value's error, when the file sets it.
+    fn with_line(&self, error: AlertError) -> AlertError {
+        let (AlertError::Config { key, reason }, Some(path)) = (&error, &self.config) else {
+            return error;
+        };
+        let line = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|toml| seatwatch_common::config::line_of_key(&toml, key));
+        match line {
+            Some(line) => AlertError::Config {
+                key: key.clone(),
+                reason: format!("{reason} ({} line {line})", path.display()),
+            },
+            None => error,
+        }
     }
 }
 
@@ -452,6 +469,18 @@ mod tests {
         }
         // The upper bound is inclusive.
         parse("[rules.utilization]\nthreshold = 1.5").unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_line_of_the_file() {
+        let err = parse("evaluate_interval_secs = 1\n[rules.utilization]\nthreshold = 0.8\nclear_below = 0.85\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("line 4"), "{err}");
+        let err =
+            parse("[rules.utilization]\nthreshold = 0.8\n[rules.expiring]\nlead_dayz = [1]\n")
+                .unwrap_err();
+        assert!(err.to_string().contains("lead_dayz"), "{err}");
+        assert!(err.to_string().contains("line 4"), "{err}");
     }
 
     #[test]

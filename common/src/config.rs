@@ -41,10 +41,107 @@ impl KafkaOverrides<'_> {
     }
 }
 
-/// The configuration could not be loaded; the message says which key and source.
+/// The configuration could not be loaded; the message says what is wrong, with which key,
+/// from which source, and the file's line when the key is in the file.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {0}")]
-pub struct ConfigError(#[from] Box<figment::Error>);
+#[error("invalid configuration: {message}")]
+pub struct ConfigError {
+    message: String,
+}
+
+impl ConfigError {
+    fn from_figment(error: figment::Error) -> Self {
+        let messages: Vec<String> = error.into_iter().map(describe).collect();
+        Self {
+            message: messages.join("; "),
+        }
+    }
+}
+
+/// One figment error as `what for key K in SOURCE line N`.
+fn describe(error: figment::Error) -> String {
+    let key = error.path.join(".");
+    let mut text = error.kind.to_string();
+    if !key.is_empty() {
+        text.push_str(&format!(" for key `{key}`"));
+    }
+    match error.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+        Some(figment::Source::File(path)) => {
+            text.push_str(&format!(" in {}", path.display()));
+            let line = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|toml| line_of_key(&toml, &key));
+            if let Some(line) = line {
+                text.push_str(&format!(" line {line}"));
+            }
+        }
+        Some(source) => text.push_str(&format!(" in {source}")),
+        None => {
+            if let Some(metadata) = &error.metadata {
+                text.push_str(&format!(" in {}", metadata.name));
+            }
+        }
+    }
+    text
+}
+
+/// The 1-based line of a TOML file that sets the dotted `key` (array indexes such as
+/// `orgs[1]` pick that table of the array), found by reading the file as text: the key's
+/// table header, then the key or an inline table holding the rest of the path. `None`
+/// when the key is not written in the file (a default, or another source).
+pub fn line_of_key(toml: &str, key: &str) -> Option<usize> {
+    let segments: Vec<(&str, Option<usize>)> = key
+        .split('.')
+        .filter(|segment| !segment.is_empty())
+        .map(|segment| match segment.split_once('[') {
+            Some((name, index)) => (name, index.trim_end_matches(']').parse().ok()),
+            None => (segment, None),
+        })
+        .collect();
+    let lines: Vec<&str> = toml.lines().collect();
+
+    // The longest prefix of the path that is a table header, and where its body starts.
+    let mut body = (0, 0);
+    for depth in (1..segments.len()).rev() {
+        let header: Vec<&str> = segments[..depth].iter().map(|(name, _)| *name).collect();
+        let header = header.join(".");
+        let wanted = segments[depth - 1].1.unwrap_or(0);
+        let found = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, line)| {
+                let line = line.trim();
+                line == format!("[{header}]") || line == format!("[[{header}]]")
+            })
+            .nth(wanted);
+        if let Some((at, _)) = found {
+            body = (at + 1, depth);
+            break;
+        }
+    }
+
+    // In that table, the first line assigning the next segment.
+    let (start, depth) = body;
+    let (name, _) = segments.get(depth)?;
+    let rest: Vec<&str> = segments[depth + 1..]
+        .iter()
+        .map(|(name, _)| *name)
+        .collect();
+    for (at, line) in lines.iter().enumerate().skip(start) {
+        let line = line.trim();
+        if line.starts_with('[') {
+            break;
+        }
+        let Some((assigned, value)) = line.split_once('=') else {
+            continue;
+        };
+        let assigned = assigned.trim().trim_matches('"');
+        if assigned == *name && rest.iter().all(|inner| value.contains(inner)) {
+            return Some(at + 1);
+        }
+    }
+    None
+}
 
 /// Loads a service's configuration.
 ///
@@ -72,7 +169,7 @@ where
                 .ignore(RESERVED_ENV),
         )
         .merge(Serialized::defaults(overrides));
-    figment.extract().map_err(|e| ConfigError(Box::new(e)))
+    figment.extract().map_err(ConfigError::from_figment)
 }
 
 #[cfg(test)]
@@ -99,7 +196,25 @@ mod tests {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(file, "name = \"a\"\npoll_intervall_secs = 5").unwrap();
         let err = load::<Sample, _>(Some(file.path()), &NoFlags {}).unwrap_err();
-        assert!(err.to_string().contains("poll_intervall_secs"), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("poll_intervall_secs"), "{text}");
+        assert!(text.contains(" line 2"), "{text}");
+        assert!(!text.contains("default."), "no profile prefix: {text}");
+    }
+
+    #[test]
+    fn keys_are_found_in_tables_arrays_and_inline_tables() {
+        let toml = "listen_addr = \"x\"\n\n[rules.utilization]\nthreshold = 0.9\n\
+                    clear_below = 0.95\n\n[[rules.overrides]]\npools = [\"A\"]\n\n\
+                    [[rules.overrides]]\nutilization = { threshold = 2.0 }\n";
+        assert_eq!(line_of_key(toml, "listen_addr"), Some(1));
+        assert_eq!(line_of_key(toml, "rules.utilization.clear_below"), Some(5));
+        assert_eq!(line_of_key(toml, "rules.overrides[0].pools"), Some(8));
+        assert_eq!(
+            line_of_key(toml, "rules.overrides[1].utilization.threshold"),
+            Some(11)
+        );
+        assert_eq!(line_of_key(toml, "rules.idle_seats.idle_days"), None);
     }
 
     #[test]
