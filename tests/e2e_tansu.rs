@@ -266,7 +266,9 @@ fn pipeline_on_tansu_produces_seat_state_and_alerts() {
         "an alert transition was sent twice"
     );
 
-    // Every service serves its ops endpoints, with metrics promtool accepts.
+    // Every service serves its ops endpoints, with metrics promtool accepts, and together
+    // they export every metric the Grafana dashboard queries.
+    let mut exported = String::new();
     for (name, url) in [
         ("ingest", &ingest_url),
         ("transform", &transform_url),
@@ -289,6 +291,15 @@ fn pipeline_on_tansu_produces_seat_state_and_alerts() {
             "{name} metrics:\n{metrics}"
         );
         check_metrics_with_promtool(name, &metrics);
+        exported.push_str(&metrics);
+    }
+    for metric in dashboard_metric_names() {
+        let series = format!("\n{metric}{{");
+        let bare = format!("\n{metric} ");
+        assert!(
+            exported.contains(&series) || exported.contains(&bare),
+            "the dashboard queries {metric}, which no service exports"
+        );
     }
 
     // SIGTERM: each service drains and exits 0.
@@ -303,6 +314,34 @@ fn pipeline_on_tansu_produces_seat_state_and_alerts() {
     }
     let status = simulator.terminate(Duration::from_secs(10));
     assert!(status.success(), "simulator exited with {status}");
+}
+
+/// Every `seatwatch_*` name in the Grafana dashboard's queries.
+fn dashboard_metric_names() -> BTreeSet<String> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/compose/grafana/dashboards/seatwatch.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut names = BTreeSet::new();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    for expr in exprs {
+        for (at, _) in expr.match_indices("seatwatch_") {
+            let name: String = expr[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            names.insert(name);
+        }
+    }
+    assert!(names.len() > 10, "{names:?}");
+    names
 }
 
 /// Runs `promtool check metrics` when promtool is installed (the test command installs

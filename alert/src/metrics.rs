@@ -116,6 +116,14 @@ impl Metrics {
         }
     }
 
+    /// Creates a sink's series at zero, so dashboards see them before the first failure.
+    pub fn touch_sink(&self, sink: &str) {
+        self.retries.with_label_values(&[sink]);
+        for outcome in [DELIVERED, REFUSED] {
+            self.notifications.with_label_values(&[sink, outcome]);
+        }
+    }
+
     /// Counts one transition the broker acknowledged.
     pub fn transition(&self, rule: &str, status: AlertStatus) {
         self.transitions

@@ -91,6 +91,9 @@ pub async fn run_with(
         .transpose()?
         .map(Arc::new);
     let sinks = sinks(&config, options.sink, alertmanager.clone())?;
+    for sink in &sinks {
+        metrics.touch_sink(sink.name());
+    }
     let readiness = Readiness::new(options.health.clone());
 
     // Topics first: without them there is nothing to consume.
