@@ -161,7 +161,11 @@ async fn ingest(command: IngestCommand) -> anyhow::Result<()> {
             args: Checked { args, .. },
         } => {
             let config = args.load()?;
-            let statuses = seatwatch_ingest::sync_once(config, shutdown::on_signals()).await?;
+            // A bar per object on a terminal, plain lines otherwise; both on stderr.
+            let progress = seatwatch_ingest::progress::for_stderr();
+            let signals = shutdown::on_signals();
+            let statuses =
+                seatwatch_ingest::sync_once_showing(config, signals, progress.as_ref()).await?;
             print!("{}", seatwatch_ingest::summary::render(&statuses));
             let failed: Vec<&str> = statuses
                 .iter()

@@ -76,6 +76,9 @@ async fn sync_once_prints_a_summary_and_exits_zero() {
     );
     let users = sim.with_org(|org| org.users.len());
     assert!(stdout.contains(&format!("{users} records")), "{stdout}");
+    // Not a terminal: a plain progress line per object on stderr.
+    let progress = format!("org simulated: User full, {users} records");
+    assert!(stderr.contains(&progress), "{stderr}");
     assert!(
         stdout.contains(&format!("API calls: {}", sim.api_calls())),
         "{stdout}"
@@ -93,4 +96,53 @@ async fn sync_once_with_a_wrong_password_says_why_and_fails() {
     assert!(stdout.contains("authentication failure"), "{stdout}");
     assert!(stderr.contains("sync failed for simulated"), "{stderr}");
     assert!(!stdout.contains(WRONG_PASSWORD) && !stderr.contains(WRONG_PASSWORD));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_explains_an_ip_restriction_and_exits_non_zero() {
+    let sim = seatwatch_simulator::start(SimulatorConfig::for_tests(), Shutdown::new())
+        .await
+        .unwrap();
+    sim.handle().with_faults(|f| f.ip_restricted = true);
+    let credentials = Credentials::demo();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ingest.toml");
+    write!(
+        std::fs::File::create(&config).unwrap(),
+        "[[orgs]]\nname = \"restricted\"\nlogin_url = \"{}\"\nconsumer_key = \"{}\"\n\
+         username = \"{}\"\nconsumer_secret = {{ env = \"CLI_SF_SECRET\" }}\n\
+         password = {{ env = \"CLI_SF_PASSWORD\" }}\n\
+         security_token = {{ env = \"CLI_SF_TOKEN\" }}\n",
+        sim.base_url(),
+        credentials.consumer_key,
+        credentials.username,
+    )
+    .unwrap();
+
+    let mut command = support::seatwatch();
+    command
+        .args(["ingest", "check", "--config"])
+        .arg(&config)
+        .env("CLI_SF_SECRET", credentials.consumer_secret.expose_secret())
+        .env("CLI_SF_PASSWORD", credentials.password.expose_secret())
+        .env("CLI_SF_TOKEN", credentials.security_token.expose_secret());
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+
+    assert_ne!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("org restricted: sign-in FAILED: invalid_grant (ip restricted)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("likely cause: ingest's IP address is outside"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("fix: relax IP restrictions"), "{stdout}");
+    assert!(stderr.contains("check failed for restricted"), "{stderr}");
+    let password = credentials.password.expose_secret();
+    assert!(!stdout.contains(password) && !stderr.contains(password));
 }

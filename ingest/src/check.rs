@@ -72,6 +72,20 @@ fn permission_for(object: SfObject) -> &'static str {
     }
 }
 
+/// A refused sign-in as what Salesforce said, the likely cause and the fix.
+fn render_sign_in_failure(out: &mut String, org: &str, error: &SalesforceError) {
+    match (error, error.advice()) {
+        (SalesforceError::Auth { error, description }, Some(advice)) => {
+            let _ = writeln!(out, "org {org}: sign-in FAILED: {error} ({description})");
+            let _ = writeln!(out, "  likely cause: {}", advice.cause);
+            let _ = writeln!(out, "  fix: {}", advice.fix);
+        }
+        _ => {
+            let _ = writeln!(out, "org {org}: sign-in FAILED\n  {error}");
+        }
+    }
+}
+
 /// Renders the findings as a short report with a fix per failure.
 pub fn render(checks: &[OrgCheck]) -> String {
     let mut out = String::new();
@@ -85,7 +99,7 @@ pub fn render(checks: &[OrgCheck]) -> String {
                 );
             }
             Err(e) => {
-                let _ = writeln!(out, "org {}: sign-in FAILED\n  {e}", check.org);
+                render_sign_in_failure(&mut out, &check.org, e);
                 continue;
             }
         }

@@ -15,6 +15,9 @@
 //! consumer_secret = { env = "ACME_SF_CONSUMER_SECRET" }
 //! password = { file = "/var/run/secrets/acme-sf/password" }
 //! security_token = { env = "ACME_SF_SECURITY_TOKEN" }
+//! # Optional, per org: override the global schedule and quota shares.
+//! poll_interval_secs = 900
+//! max_run_share = 0.10
 //! ```
 
 use std::net::SocketAddr;
@@ -124,6 +127,15 @@ pub struct OrgConfig {
     /// The PEM RSA private key whose certificate the Connected App holds (JWT bearer).
     #[serde(default)]
     pub private_key: Option<SecretRef>,
+    /// This org's time between syncs; the global `poll_interval_secs` when absent.
+    #[serde(default)]
+    pub poll_interval_secs: Option<u64>,
+    /// This org's `max_run_share`; the global one when absent.
+    #[serde(default)]
+    pub max_run_share: Option<f64>,
+    /// This org's `max_total_share`; the global one when absent.
+    #[serde(default)]
+    pub max_total_share: Option<f64>,
 }
 
 impl OrgConfig {
@@ -242,6 +254,20 @@ impl IngestConfig {
         }
     }
 
+    /// The time between syncs of `org`: its own, else the global one.
+    pub fn poll_interval_secs_for(&self, org: &OrgConfig) -> u64 {
+        org.poll_interval_secs.unwrap_or(self.poll_interval_secs)
+    }
+
+    /// The quota shares of `org` as `(max_run_share, max_total_share)`: its own, else the
+    /// global ones.
+    pub fn quota_shares_for(&self, org: &OrgConfig) -> (f64, f64) {
+        (
+            org.max_run_share.unwrap_or(self.max_run_share),
+            org.max_total_share.unwrap_or(self.max_total_share),
+        )
+    }
+
     /// Checks what serde cannot: at least one org, unique names, sane numbers.
     pub fn validate(&self) -> Result<(), String> {
         if self.orgs.is_empty() {
@@ -267,17 +293,110 @@ impl IngestConfig {
         if self.poll_interval_secs == 0 {
             return Err("poll_interval_secs must be at least 1".into());
         }
-        for (key, share) in [
-            ("max_run_share", self.max_run_share),
-            ("max_total_share", self.max_total_share),
-        ] {
-            if !(share > 0.0 && share <= 1.0) {
-                return Err(format!("{key} = {share} must be a fraction in (0, 1]"));
+        check_shares("", self.max_run_share, self.max_total_share)?;
+        for org in &self.orgs {
+            if self.poll_interval_secs_for(org) == 0 {
+                return Err(format!(
+                    "org {}: poll_interval_secs must be at least 1",
+                    org.name
+                ));
             }
+            let (run, total) = self.quota_shares_for(org);
+            check_shares(&format!("org {}: ", org.name), run, total)?;
         }
         if self.max_attempts == 0 {
             return Err("max_attempts must be at least 1".into());
         }
         Ok(())
+    }
+}
+
+/// Both quota shares must be fractions in (0, 1]; `context` prefixes the message.
+fn check_shares(context: &str, max_run_share: f64, max_total_share: f64) -> Result<(), String> {
+    for (key, share) in [
+        ("max_run_share", max_run_share),
+        ("max_total_share", max_total_share),
+    ] {
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(format!(
+                "{context}{key} = {share} must be a fraction in (0, 1]"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_with(org: OrgConfig) -> IngestConfig {
+        let mut config = IngestConfig::with_defaults(KafkaConfig::default());
+        config.orgs.push(org);
+        config
+    }
+
+    fn org(name: &str) -> OrgConfig {
+        OrgConfig {
+            name: name.into(),
+            consumer_key: "key".into(),
+            username: "u@x.example".into(),
+            consumer_secret: Some(SecretRef::Env("S".into())),
+            password: Some(SecretRef::Env("P".into())),
+            ..OrgConfig::default()
+        }
+    }
+
+    #[test]
+    fn an_org_overrides_schedule_and_shares_and_falls_back_to_the_global_ones() {
+        let tuned = OrgConfig {
+            poll_interval_secs: Some(900),
+            max_run_share: Some(0.1),
+            ..org("tuned")
+        };
+        let mut config = config_with(tuned.clone());
+        config.orgs.push(org("plain"));
+        config.validate().unwrap();
+
+        assert_eq!(config.poll_interval_secs_for(&tuned), 900);
+        assert_eq!(config.quota_shares_for(&tuned), (0.1, 0.8));
+        let plain = &config.orgs[1];
+        assert_eq!(config.poll_interval_secs_for(plain), 300);
+        assert_eq!(config.quota_shares_for(plain), (0.25, 0.8));
+    }
+
+    #[test]
+    fn a_bad_override_names_its_org() {
+        let greedy = OrgConfig {
+            max_total_share: Some(1.5),
+            ..org("greedy")
+        };
+        let err = config_with(greedy).validate().unwrap_err();
+        assert!(err.contains("org greedy: max_total_share = 1.5"), "{err}");
+
+        let never = OrgConfig {
+            poll_interval_secs: Some(0),
+            ..org("never")
+        };
+        let err = config_with(never).validate().unwrap_err();
+        assert!(err.contains("org never: poll_interval_secs"), "{err}");
+    }
+
+    #[test]
+    fn overrides_are_read_from_toml() {
+        let text = r#"
+            [[orgs]]
+            name = "acme"
+            consumer_key = "k"
+            username = "u@x.example"
+            consumer_secret = { env = "S" }
+            password = { env = "P" }
+            poll_interval_secs = 60
+            max_total_share = 0.5
+        "#;
+        let config: IngestConfig = toml::from_str(text).unwrap();
+        let acme = &config.orgs[0];
+        assert_eq!(config.poll_interval_secs_for(acme), 60);
+        assert_eq!(config.quota_shares_for(acme), (0.25, 0.5));
     }
 }

@@ -1,18 +1,21 @@
-//! Where ingest has read `User` up to, kept in a compacted Kafka topic.
+//! Where ingest has read each incremental object up to, kept in a compacted Kafka topic.
 //!
-//! Users are read incrementally on `SystemModstamp`, ordered by `SystemModstamp, Id`.
+//! `User` and the seat assignments (`PermissionSetLicenseAssign`, `UserPackageLicense`)
+//! are read incrementally on `SystemModstamp`, ordered by `SystemModstamp, Id`.
 //! Salesforce can make a change visible with a `SystemModstamp` earlier than one already
 //! read (commit lag), so each incremental read looks back `user_lookback_secs` before the
-//! cursor; the users already emitted inside that window are remembered with their
+//! cursor; the records already emitted inside that window are remembered with their
 //! `SystemModstamp`, so the look-back finds late arrivals without repeating anyone. With no
 //! look-back, the query tie-breaks on `Id` instead: `(SystemModstamp = t AND Id > i) OR
 //! SystemModstamp > t`. Either way records that share one timestamp are neither skipped
 //! nor read again and again.
 //!
 //! A full read every `full_sync_interval_secs` (daily by default) catches what a cursor
-//! cannot see: `LastLoginDate` changes do not move `SystemModstamp`. The cursor is written
-//! (key `org/User`) only after every event of the sync is acknowledged, so a restarted
-//! ingest resumes from the last sync that fully reached the broker.
+//! cannot see: `LastLoginDate` changes do not move `SystemModstamp`, and a deleted
+//! assignment simply stops appearing (Salesforce reports no deletions to a query), so
+//! deletions show only at the full read. Each cursor is written (key `org/Object`) only
+//! after every event of the sync is acknowledged, so a restarted ingest resumes from the
+//! last sync that fully reached the broker.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -24,32 +27,33 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use seatwatch_common::kafka::{delivered, enqueue, partition_for, KafkaConfig};
 use seatwatch_schemas::salesforce::format_soql_datetime;
+use seatwatch_schemas::SfObject;
 use serde::{Deserialize, Serialize};
 
 use crate::sync::Emitter;
 
-/// Users remembered inside the look-back window at most; past that, a mass update's
-/// window is re-read and its users emitted again (duplicates, never gaps).
+/// Records remembered inside the look-back window at most; past that, a mass update's
+/// window is re-read and its records emitted again (duplicates, never gaps).
 const MAX_RECENT: usize = 20_000;
 
-/// The incremental read position of one org's users.
+/// The incremental read position of one object of one org.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UserCursor {
-    /// `SystemModstamp` of the newest user emitted.
+pub struct ObjectCursor {
+    /// `SystemModstamp` of the newest record emitted.
     pub modstamp: Option<DateTime<Utc>>,
-    /// The largest `Id` among users emitted with that `SystemModstamp`.
+    /// The largest `Id` among records emitted with that `SystemModstamp`.
     pub id: Option<String>,
-    /// Users emitted whose `SystemModstamp` lies within the look-back window, with that
+    /// Records emitted whose `SystemModstamp` lies within the look-back window, with that
     /// `SystemModstamp` in ms.
     #[serde(default)]
     pub recent: BTreeMap<String, i64>,
-    /// When the latest full read of `User` began.
+    /// When the latest full read of the object began.
     pub last_full_at: Option<DateTime<Utc>>,
 }
 
-impl UserCursor {
-    /// Whether this sync must read every user: no cursor yet, or the last full read is
+impl ObjectCursor {
+    /// Whether this sync must read every record: no cursor yet, or the last full read is
     /// older than `full_interval` (zero: every sync is full).
     pub fn needs_full(&self, now: DateTime<Utc>, full_interval: Duration) -> bool {
         match (self.modstamp, self.last_full_at) {
@@ -60,7 +64,7 @@ impl UserCursor {
         }
     }
 
-    /// The `WHERE … ORDER BY` of an incremental read, after the user `fields`.
+    /// The `WHERE … ORDER BY` of an incremental read, after the `select`.
     pub fn incremental_soql(&self, select: &str, lookback: Duration) -> Option<String> {
         let modstamp = self.modstamp?;
         let order = "ORDER BY SystemModstamp, Id";
@@ -79,13 +83,13 @@ impl UserCursor {
         ))
     }
 
-    /// Whether a user read in an incremental sync is new, i.e. not already emitted with
+    /// Whether a record read in an incremental sync is new, i.e. not already emitted with
     /// this very `SystemModstamp`.
     pub fn is_new(&self, id: &str, modstamp: DateTime<Utc>) -> bool {
         self.recent.get(id) != Some(&modstamp.timestamp_millis())
     }
 
-    /// Records that a user was emitted.
+    /// Notes that a record was emitted.
     pub fn observe(&mut self, id: &str, modstamp: DateTime<Utc>) {
         let newer = match (self.modstamp, self.id.as_deref()) {
             (Some(m), Some(i)) => (modstamp, id) > (m, i),
@@ -99,7 +103,7 @@ impl UserCursor {
             .insert(id.to_owned(), modstamp.timestamp_millis());
     }
 
-    /// Forgets users that fell out of the look-back window (and caps the rest).
+    /// Forgets records that fell out of the look-back window (and caps the rest).
     pub fn prune(&mut self, lookback: Duration) {
         let Some(modstamp) = self.modstamp else {
             return;
@@ -112,17 +116,25 @@ impl UserCursor {
     }
 }
 
-/// The cursor topic's key for an org's users.
-pub fn key(org_id: &str) -> String {
-    format!("{org_id}/User")
+/// The objects read incrementally between full reads.
+pub const INCREMENTAL: [SfObject; 3] = [
+    SfObject::PermissionSetLicenseAssign,
+    SfObject::UserPackageLicense,
+    SfObject::User,
+];
+
+/// The cursor topic's key for one object of an org, and the key of the map [`load`]
+/// returns.
+pub fn key(org_id: &str, object: SfObject) -> String {
+    format!("{org_id}/{object}")
 }
 
-/// Reads every cursor in the topic: org id → user cursor. Unreadable values are skipped
-/// with a warning (the org then starts with a full read).
+/// Reads every cursor in the topic, keyed by [`key`]. Unreadable values are skipped with
+/// a warning (that object of the org then starts with a full read).
 pub async fn load(
     kafka: &KafkaConfig,
     topic: &str,
-) -> Result<HashMap<String, UserCursor>, KafkaError> {
+) -> Result<HashMap<String, ObjectCursor>, KafkaError> {
     let config = kafka.consumer_config("seatwatch-ingest-cursors", "seatwatch-ingest-cursors");
     let config = config.map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
     let topic = topic.to_owned();
@@ -152,21 +164,28 @@ pub async fn load(
                 };
                 let message = message?;
                 next = message.offset() + 1;
-                let Some(org) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+                let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
                     continue;
                 };
-                let Some(org) = org.strip_suffix("/User") else {
+                let known = key
+                    .rsplit_once('/')
+                    .is_some_and(|(_, object)| INCREMENTAL.iter().any(|o| o.as_str() == object));
+                if !known {
                     continue;
-                };
-                match message.payload().map(serde_json::from_slice::<UserCursor>) {
+                }
+                match message
+                    .payload()
+                    .map(serde_json::from_slice::<ObjectCursor>)
+                {
                     None => {
-                        cursors.remove(org);
+                        cursors.remove(key);
                     }
                     Some(Ok(cursor)) => {
-                        cursors.insert(org.to_owned(), cursor);
+                        cursors.insert(key.to_owned(), cursor);
                     }
                     Some(Err(e)) => {
-                        tracing::warn!(org, error = %e, "unreadable cursor; the org starts over");
+                        tracing::warn!(cursor = key, error = %e,
+                            "unreadable cursor; the object starts over with a full read");
                     }
                 }
             }
@@ -177,10 +196,15 @@ pub async fn load(
     .expect("cursor loading task panicked")
 }
 
-/// Writes an org's cursor and waits for the broker to acknowledge it.
-pub async fn save(emitter: &Emitter, org_id: &str, cursor: &UserCursor) -> Result<(), KafkaError> {
+/// Writes the cursor of one object of an org and waits for the broker to acknowledge it.
+pub async fn save(
+    emitter: &Emitter,
+    org_id: &str,
+    object: SfObject,
+    cursor: &ObjectCursor,
+) -> Result<(), KafkaError> {
     let payload = serde_json::to_vec(cursor).expect("a cursor always serialises");
-    let key = key(org_id);
+    let key = key(org_id, object);
     let record = FutureRecord::to(&emitter.topics.ingest_cursors)
         .key(&key)
         .payload(&payload)
@@ -202,8 +226,8 @@ mod tests {
     fn no_cursor_or_an_old_full_read_means_a_full_read() {
         let now = at("2026-01-02T00:00:00Z");
         let day = Duration::from_secs(86_400);
-        assert!(UserCursor::default().needs_full(now, day));
-        let mut cursor = UserCursor::default();
+        assert!(ObjectCursor::default().needs_full(now, day));
+        let mut cursor = ObjectCursor::default();
         cursor.observe("005A", at("2026-01-01T10:00:00Z"));
         cursor.last_full_at = Some(at("2026-01-01T12:00:00Z"));
         assert!(!cursor.needs_full(now, day));
@@ -213,7 +237,7 @@ mod tests {
 
     #[test]
     fn incremental_queries_look_back_or_tie_break_on_id() {
-        let mut cursor = UserCursor::default();
+        let mut cursor = ObjectCursor::default();
         cursor.observe("005B", at("2026-01-01T10:00:00Z"));
         cursor.observe("005A", at("2026-01-01T10:00:00Z"));
         assert_eq!(
@@ -240,7 +264,7 @@ mod tests {
 
     #[test]
     fn users_already_emitted_with_the_same_modstamp_are_not_new() {
-        let mut cursor = UserCursor::default();
+        let mut cursor = ObjectCursor::default();
         cursor.observe("005A", at("2026-01-01T10:00:00Z"));
         assert!(!cursor.is_new("005A", at("2026-01-01T10:00:00Z")));
         assert!(
@@ -255,7 +279,7 @@ mod tests {
 
     #[test]
     fn prune_keeps_only_the_window() {
-        let mut cursor = UserCursor::default();
+        let mut cursor = ObjectCursor::default();
         cursor.observe("005A", at("2026-01-01T09:00:00Z"));
         cursor.observe("005B", at("2026-01-01T09:55:00Z"));
         cursor.observe("005C", at("2026-01-01T10:00:00Z"));

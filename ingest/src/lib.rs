@@ -10,6 +10,7 @@ pub mod check;
 pub mod config;
 pub mod cursor;
 pub mod metrics;
+pub mod progress;
 pub mod quota;
 pub mod salesforce;
 pub mod summary;
@@ -29,8 +30,9 @@ use seatwatch_common::{shutdown::DRAIN_DEADLINE, Shutdown};
 use seatwatch_schemas::SyncStatus;
 
 pub use config::{AuthFlow, IngestConfig, IngestOverrides, OrgConfig};
-use cursor::UserCursor;
+use cursor::ObjectCursor;
 use metrics::IngestMetrics;
+use progress::{Progress, Silent};
 use quota::QuotaGovernor;
 use salesforce::SalesforceClient;
 use seatwatch_common::config::KafkaOverrides;
@@ -92,14 +94,16 @@ pub async fn run_with(
     warn_about_password_flow(&config);
     health.set_ready();
 
-    let schedule = Schedule {
-        interval: Duration::from_secs(config.poll_interval_secs),
-        quota_pause: Duration::from_secs(config.quota_pause_secs),
-        policy: policy(&config),
-    };
     let tasks: Vec<_> = clients
         .into_iter()
-        .map(|client| {
+        .zip(&config.orgs)
+        .map(|(client, org)| {
+            // Each org has its own schedule and quota shares.
+            let schedule = Schedule {
+                interval: Duration::from_secs(config.poll_interval_secs_for(org)),
+                quota_pause: Duration::from_secs(config.quota_pause_secs),
+                policy: policy(&config, org),
+            };
             let emitter = emitter.clone();
             let metrics = metrics.clone();
             let shutdown = shutdown.clone();
@@ -118,10 +122,20 @@ pub async fn run_with(
 }
 
 /// Syncs every configured org once, then returns each org's status. Fails only when
-/// ingest cannot start; per-org failures are in the statuses.
+/// ingest cannot start; per-org failures are in the statuses, and one org failing does
+/// not keep the next from its sync.
 pub async fn sync_once(
     config: IngestConfig,
     shutdown: Shutdown,
+) -> Result<Vec<SyncStatus>, IngestError> {
+    sync_once_showing(config, shutdown, &Silent).await
+}
+
+/// [`sync_once`], reporting each object's progress to `progress` as it is read.
+pub async fn sync_once_showing(
+    config: IngestConfig,
+    shutdown: Shutdown,
+    progress: &dyn Progress,
 ) -> Result<Vec<SyncStatus>, IngestError> {
     config.validate().map_err(IngestError::Config)?;
     let health = Health::new();
@@ -138,11 +152,19 @@ pub async fn sync_once(
     };
     warn_about_password_flow(&config);
 
-    let policy = policy(&config);
     let mut statuses = Vec::new();
-    for mut client in clients {
+    for (mut client, org) in clients.into_iter().zip(&config.orgs) {
+        let policy = policy(&config, org);
         let mut cursor = CursorSlot::new(cursors.clone());
-        let sync = sync_org(&mut client, &emitter, &policy, &mut cursor, None, &shutdown);
+        let sync = sync_org(
+            &mut client,
+            &emitter,
+            &policy,
+            &mut cursor,
+            None,
+            progress,
+            &shutdown,
+        );
         let (status, result) = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
@@ -217,23 +239,25 @@ fn warn_about_password_flow(config: &IngestConfig) {
     );
 }
 
-/// Reads the user cursors of every org from the cursor topic.
+/// Reads the incremental cursors of every org from the cursor topic.
 async fn load_cursors(
     config: &IngestConfig,
     emitter: &Emitter,
     health: &Health,
-) -> Result<Arc<HashMap<String, UserCursor>>, IngestError> {
+) -> Result<Arc<HashMap<String, ObjectCursor>>, IngestError> {
     health.set_not_ready("loading cursors");
     let cursors = cursor::load(&config.kafka, &emitter.topics.ingest_cursors).await?;
-    tracing::info!(orgs = cursors.len(), "user cursors loaded");
+    tracing::info!(cursors = cursors.len(), "incremental cursors loaded");
     Ok(Arc::new(cursors))
 }
 
-fn policy(config: &IngestConfig) -> SyncPolicy {
+/// How `org` is synced: its own quota shares (or the global ones) and the global reads.
+fn policy(config: &IngestConfig, org: &OrgConfig) -> SyncPolicy {
+    let (max_run_share, max_total_share) = config.quota_shares_for(org);
     SyncPolicy {
         governor: QuotaGovernor {
-            max_run_share: config.max_run_share,
-            max_total_share: config.max_total_share,
+            max_run_share,
+            max_total_share,
         },
         user_lookback: Duration::from_secs(config.user_lookback_secs),
         full_sync_interval: Duration::from_secs(config.full_sync_interval_secs),
@@ -279,6 +303,7 @@ async fn poll_org(
             &schedule.policy,
             &mut cursor,
             last_success_at,
+            &Silent,
             &shutdown,
         );
         let (status, result) = tokio::select! {

@@ -1,18 +1,20 @@
 //! One sync of one org: read every object, emit each record to the raw topic, and report.
 //!
-//! Delivery: records are handed to the producer as pages arrive (waiting when its queue
-//! is full), then the sync awaits every acknowledgement before it counts as a success.
+//! Licences are small: a full snapshot every sync. `User` and the seat assignments are
+//! read incrementally between full reads (see the cursor module), so a sync that finds no
+//! change costs one call per object.
+//!
+//! Delivery: records are handed to the producer as each page arrives, with at most
+//! [`MAX_IN_FLIGHT`] unacknowledged at a time (so memory does not grow with the org), then
+//! the sync awaits every acknowledgement before it counts as a success.
 //! Only then is the sync-status record written with `last_success_at` moved on, so a
 //! sync whose events the broker did not take is never reported as done. A sync cut short
 //! (Salesforce error, shutdown) leaves an object's snapshot without its end marker;
 //! transform discards such a snapshot when the next sync of that object begins.
 
-use std::collections::BTreeMap;
-use std::time::Instant;
-
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::future::try_join_all;
@@ -26,50 +28,50 @@ use seatwatch_schemas::{
     EnvelopeKind, RawEnvelope, SfObject, SnapshotEnd, SnapshotMode, SyncOutcome, SyncStatus,
 };
 
-use crate::cursor::{self, UserCursor};
+use crate::cursor::{self, ObjectCursor};
+use crate::progress::Progress;
 use crate::quota::{QuotaGovernor, QuotaStop};
 use crate::salesforce::{ErrorClass, Query, SalesforceClient, SalesforceError};
 
-/// Un-acknowledged records a sync may hold before it waits for the broker: bounds the
-/// memory of a large org (each record is about 1 KiB in the producer's queue).
-const MAX_PENDING: usize = 50_000;
+/// Records handed to the producer and not yet acknowledged, at most: about two pages,
+/// enough to keep the broker busy while the next page is read, and small enough that a
+/// large org's sync stays within a few tens of MiB.
+pub const MAX_IN_FLIGHT: usize = 4_000;
 
-/// The `SELECT … FROM User` that both full and incremental reads start with.
-pub const USER_SELECT: &str = "SELECT Id, Username, IsActive, UserType, LastLoginDate, \
-    ProfileId, Profile.Name, Profile.UserLicenseId, Profile.UserLicense.Name, \
-    Profile.UserLicense.LicenseDefinitionKey, SystemModstamp FROM User";
-
-const USER_FULL: &str = "SELECT Id, Username, IsActive, UserType, LastLoginDate, ProfileId, \
-    Profile.Name, Profile.UserLicenseId, Profile.UserLicense.Name, \
-    Profile.UserLicense.LicenseDefinitionKey, SystemModstamp FROM User ORDER BY Id";
-
-/// The SOQL that reads each object. Licences and assignments are small: full snapshots.
-/// `User` here is the full read; incremental reads are built by [`UserCursor`].
-pub fn soql(object: SfObject) -> &'static str {
+/// The `SELECT … FROM <object>` of each object, without filter or order.
+pub fn select(object: SfObject) -> &'static str {
     match object {
         SfObject::UserLicense => {
             "SELECT Id, LicenseDefinitionKey, Name, MasterLabel, Status, TotalLicenses, \
-             UsedLicenses, UsedLicensesLastUpdated, SystemModstamp FROM UserLicense ORDER BY Id"
+             UsedLicenses, UsedLicensesLastUpdated, SystemModstamp FROM UserLicense"
         }
         SfObject::PermissionSetLicense => {
             "SELECT Id, DeveloperName, MasterLabel, PermissionSetLicenseKey, Status, \
              TotalLicenses, UsedLicenses, ExpirationDate, SystemModstamp \
-             FROM PermissionSetLicense ORDER BY Id"
+             FROM PermissionSetLicense"
         }
         SfObject::PackageLicense => {
             "SELECT Id, NamespacePrefix, AllowedLicenses, UsedLicenses, Status, ExpirationDate, \
-             IsProvisioned, SystemModstamp FROM PackageLicense ORDER BY Id"
+             IsProvisioned, SystemModstamp FROM PackageLicense"
         }
         SfObject::PermissionSetLicenseAssign => {
             "SELECT Id, AssigneeId, PermissionSetLicenseId, SystemModstamp \
-             FROM PermissionSetLicenseAssign ORDER BY Id"
+             FROM PermissionSetLicenseAssign"
         }
         SfObject::UserPackageLicense => {
-            "SELECT Id, UserId, PackageLicenseId, SystemModstamp FROM UserPackageLicense \
-             ORDER BY Id"
+            "SELECT Id, UserId, PackageLicenseId, SystemModstamp FROM UserPackageLicense"
         }
-        SfObject::User => USER_FULL,
+        SfObject::User => {
+            "SELECT Id, Username, IsActive, UserType, LastLoginDate, ProfileId, Profile.Name, \
+             Profile.UserLicenseId, Profile.UserLicense.Name, \
+             Profile.UserLicense.LicenseDefinitionKey, SystemModstamp FROM User"
+        }
     }
+}
+
+/// The SOQL of a full read of `object`; incremental reads are built by [`ObjectCursor`].
+pub fn full_soql(object: SfObject) -> String {
+    format!("{} ORDER BY Id", select(object))
 }
 
 /// Why a sync did not complete.
@@ -125,26 +127,29 @@ pub struct SyncPolicy {
     pub full_sync_interval: Duration,
 }
 
-/// An org's user cursor: the one loaded from Kafka at start until the org's first sync
-/// signs in and picks its own, then the one of its latest acknowledged sync.
+/// An org's cursors, one per incremental object: those loaded from Kafka at start until
+/// the org's first sync signs in and picks its own, then those of its latest acknowledged
+/// sync.
 #[derive(Debug)]
 pub struct CursorSlot {
-    loaded: Arc<HashMap<String, UserCursor>>,
-    current: Option<UserCursor>,
+    loaded: Arc<HashMap<String, ObjectCursor>>,
+    current: HashMap<SfObject, ObjectCursor>,
 }
 
 impl CursorSlot {
-    pub fn new(loaded: Arc<HashMap<String, UserCursor>>) -> Self {
+    pub fn new(loaded: Arc<HashMap<String, ObjectCursor>>) -> Self {
         Self {
             loaded,
-            current: None,
+            current: HashMap::new(),
         }
     }
 
-    fn get(&mut self, org_id: &str) -> &mut UserCursor {
+    fn get(&mut self, org_id: &str, object: SfObject) -> &mut ObjectCursor {
         let loaded = &self.loaded;
-        self.current
-            .get_or_insert_with(|| loaded.get(org_id).cloned().unwrap_or_default())
+        self.current.entry(object).or_insert_with(|| {
+            let key = cursor::key(org_id, object);
+            loaded.get(&key).cloned().unwrap_or_default()
+        })
     }
 }
 
@@ -162,6 +167,7 @@ pub async fn sync_org(
     policy: &SyncPolicy,
     cursor: &mut CursorSlot,
     last_success_at: Option<i64>,
+    progress: &dyn Progress,
     shutdown: &Shutdown,
 ) -> (SyncStatus, Result<(), SyncError>) {
     let started_at = Utc::now();
@@ -175,6 +181,7 @@ pub async fn sync_org(
         policy,
         calls_before,
         started_at,
+        progress,
     };
     let result = fetch_and_emit(client, emitter, &run, cursor, &mut fetched, shutdown).await;
 
@@ -223,6 +230,7 @@ struct Run<'a> {
     /// The client's call count when the sync began.
     calls_before: u64,
     started_at: DateTime<Utc>,
+    progress: &'a dyn Progress,
 }
 
 impl Run<'_> {
@@ -232,30 +240,79 @@ impl Run<'_> {
         self.policy.governor.check(calls, client.limit_info)
     }
 
-    /// How this sync reads users: the query, the snapshot mode, and the cursor it
-    /// starts the next one from.
-    fn user_plan(&self, cursor: &UserCursor) -> (String, SnapshotMode, UserCursor) {
+    /// How this sync reads an incremental object: the query, the snapshot mode, and the
+    /// cursor it starts the next one from.
+    fn read_plan(
+        &self,
+        object: SfObject,
+        cursor: &ObjectCursor,
+    ) -> (String, SnapshotMode, ObjectCursor) {
         let policy = self.policy;
         if !cursor.needs_full(self.started_at, policy.full_sync_interval) {
-            if let Some(soql) = cursor.incremental_soql(USER_SELECT, policy.user_lookback) {
+            let lookback = policy.user_lookback;
+            if let Some(soql) = cursor.incremental_soql(select(object), lookback) {
                 return (soql, SnapshotMode::Incremental, cursor.clone());
             }
         }
-        let fresh = UserCursor {
+        let fresh = ObjectCursor {
             last_full_at: Some(self.started_at),
-            ..UserCursor::default()
+            ..ObjectCursor::default()
         };
-        (USER_FULL.to_owned(), SnapshotMode::Full, fresh)
+        (full_soql(object), SnapshotMode::Full, fresh)
     }
 }
 
-/// The two fields an incremental read needs of every user.
+/// The two fields an incremental read needs of every record.
 #[derive(serde::Deserialize)]
 struct Modstamp<'a> {
     #[serde(rename = "Id", borrow)]
     id: std::borrow::Cow<'a, str>,
     #[serde(rename = "SystemModstamp", borrow)]
     system_modstamp: std::borrow::Cow<'a, str>,
+}
+
+/// Where a sync's events go, and the deliveries still awaited.
+struct Sink<'a> {
+    emitter: &'a Emitter,
+    org_id: String,
+    sync_id: &'a str,
+    api_version: String,
+    partition: i32,
+    in_flight: VecDeque<DeliveryFuture>,
+}
+
+impl Sink<'_> {
+    fn envelope(&self, object: SfObject, kind: EnvelopeKind) -> RawEnvelope {
+        RawEnvelope {
+            org_id: self.org_id.clone(),
+            sync_id: self.sync_id.to_owned(),
+            object,
+            fetched_at: Utc::now(),
+            api_version: self.api_version.clone(),
+            kind,
+            record: None,
+            snapshot: None,
+        }
+    }
+
+    /// Hands an envelope to the producer; waits for the oldest deliveries while more
+    /// than [`MAX_IN_FLIGHT`] are outstanding.
+    async fn send(&mut self, envelope: &RawEnvelope, id: Option<&str>) -> Result<(), SyncError> {
+        let delivery = send_envelope(self.emitter, envelope, id, self.partition).await?;
+        self.in_flight.push_back(delivery);
+        while self.in_flight.len() > MAX_IN_FLIGHT {
+            if let Some(oldest) = self.in_flight.pop_front() {
+                delivered(oldest).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the broker acknowledged everything sent.
+    async fn drain(&mut self) -> Result<(), SyncError> {
+        try_join_all(self.in_flight.drain(..).map(delivered)).await?;
+        Ok(())
+    }
 }
 
 async fn fetch_and_emit(
@@ -266,7 +323,6 @@ async fn fetch_and_emit(
     fetched: &mut Fetched,
     shutdown: &Shutdown,
 ) -> Result<(), SyncError> {
-    let sync_id = run.sync_id;
     client.sign_in().await?;
     // Usage before the first query, so an org already over its share is not touched;
     // later syncs know it from the last response.
@@ -275,90 +331,140 @@ async fn fetch_and_emit(
     }
     run.check_quota(client)?;
     let org_id = client.org_id().expect("signed in").to_owned();
-    let api_version = client.api_version().to_owned();
-    let partition = partition_for(&org_id, emitter.raw_partitions);
-    let mut pending: Vec<DeliveryFuture> = Vec::new();
+    let mut sink = Sink {
+        emitter,
+        partition: partition_for(&org_id, emitter.raw_partitions),
+        org_id: org_id.clone(),
+        sync_id: run.sync_id,
+        api_version: client.api_version().to_owned(),
+        in_flight: VecDeque::new(),
+    };
 
-    let org_cursor = cursor.get(&org_id);
-    let (user_soql, user_mode, mut next_cursor) = run.user_plan(org_cursor);
+    let mut next_cursors = Vec::new();
     for object in SfObject::ALL {
-        let (text, mode) = match object {
-            SfObject::User => (user_soql.as_str(), user_mode),
-            other => (soql(other), SnapshotMode::Full),
-        };
-        let mut query = Query::new(text);
-        let mut count: u64 = 0;
-        while let Some(page) = client.next_page(&mut query).await? {
-            if shutdown.is_cancelled() {
-                return Err(SyncError::Cancelled);
-            }
-            run.check_quota(client)?;
-            if page.restarted {
-                // Earlier pages come again on the new session; the marker counts one pass.
-                count = 0;
-            }
-            let fetched_at = Utc::now();
-            for record in page.records {
-                let id = serde_json::from_str::<RecordId>(record.get())
-                    .map_err(|e| SyncError::Record(format!("{object}: {e}")))?
-                    .id
-                    .into_owned();
-                if object == SfObject::User {
-                    let stamp = user_modstamp(record.get())?;
-                    if mode == SnapshotMode::Incremental && !org_cursor.is_new(&id, stamp) {
-                        continue;
-                    }
-                    next_cursor.observe(&id, stamp);
-                }
-                let envelope = RawEnvelope {
-                    org_id: org_id.clone(),
-                    sync_id: sync_id.to_owned(),
-                    object,
-                    fetched_at,
-                    api_version: api_version.clone(),
-                    kind: EnvelopeKind::Record,
-                    record: Some(record),
-                    snapshot: None,
-                };
-                pending.push(send_envelope(emitter, &envelope, Some(&id), partition).await?);
-                count += 1;
-            }
-            if pending.len() >= MAX_PENDING {
-                await_all(&mut pending).await?;
-            }
-        }
-
-        let marker = RawEnvelope {
-            org_id: org_id.clone(),
-            sync_id: sync_id.to_owned(),
-            object,
-            fetched_at: Utc::now(),
-            api_version: api_version.clone(),
-            kind: EnvelopeKind::SnapshotEnd,
-            record: None,
-            snapshot: Some(SnapshotEnd {
+        let count = if cursor::INCREMENTAL.contains(&object) {
+            let previous = cursor.get(&org_id, object).clone();
+            let (soql, mode, mut next) = run.read_plan(object, &previous);
+            let read = Read {
+                object,
+                soql,
+                mode,
+                previous: Some(&previous),
+            };
+            let count =
+                read_object(client, &mut sink, run, read, Some(&mut next), shutdown).await?;
+            next_cursors.push((object, next));
+            count
+        } else {
+            let read = Read {
+                object,
+                soql: full_soql(object),
                 mode: SnapshotMode::Full,
-                records: count,
-            }),
+                previous: None,
+            };
+            read_object(client, &mut sink, run, read, None, shutdown).await?
         };
-        pending.push(send_envelope(emitter, &marker, None, partition).await?);
         fetched.records.insert(object.to_string(), count as i64);
     }
-    await_all(&mut pending).await?;
+    sink.drain().await?;
 
-    // Every event is acknowledged: the cursor may move.
-    next_cursor.prune(run.policy.user_lookback);
-    cursor::save(emitter, &org_id, &next_cursor).await?;
-    *cursor.get(&org_id) = next_cursor;
+    // Every event is acknowledged: the cursors may move.
+    for (object, mut next) in next_cursors {
+        next.prune(run.policy.user_lookback);
+        cursor::save(emitter, &org_id, object, &next).await?;
+        *cursor.get(&org_id, object) = next;
+    }
     Ok(())
 }
 
-fn user_modstamp(record: &str) -> Result<DateTime<Utc>, SyncError> {
+/// One object's read: its query, whether it is full, and for an incremental object the
+/// cursor it started from.
+struct Read<'a> {
+    object: SfObject,
+    soql: String,
+    mode: SnapshotMode,
+    previous: Option<&'a ObjectCursor>,
+}
+
+/// Reads one object page by page, emits what is new, ends it with a snapshot marker and
+/// returns how many records were emitted. `next` (incremental objects) notes each one.
+async fn read_object(
+    client: &mut SalesforceClient,
+    sink: &mut Sink<'_>,
+    run: &Run<'_>,
+    read: Read<'_>,
+    mut next: Option<&mut ObjectCursor>,
+    shutdown: &Shutdown,
+) -> Result<u64, SyncError> {
+    let Read {
+        object,
+        soql,
+        mode,
+        previous,
+    } = read;
+    let org = client.org_name().to_owned();
+    run.progress.object_started(&org, object, mode);
+    let mut query = Query::new(soql);
+    let mut count: u64 = 0;
+    let mut read_so_far: u64 = 0;
+
+    while let Some(page) = client.next_page(&mut query).await? {
+        if shutdown.is_cancelled() {
+            return Err(SyncError::Cancelled);
+        }
+        run.check_quota(client)?;
+        if page.restarted {
+            // Earlier pages come again on the new session; the marker counts one pass.
+            count = 0;
+            read_so_far = 0;
+        }
+        read_so_far += page.records.len() as u64;
+        let fetched_at = Utc::now();
+
+        for record in page.records {
+            let id = serde_json::from_str::<RecordId>(record.get())
+                .map_err(|e| SyncError::Record(format!("{object}: {e}")))?
+                .id
+                .into_owned();
+            if let Some(next) = next.as_deref_mut() {
+                let stamp = modstamp(object, record.get())?;
+                let seen = previous.is_some_and(|p| !p.is_new(&id, stamp));
+                if mode == SnapshotMode::Incremental && seen {
+                    continue;
+                }
+                next.observe(&id, stamp);
+            }
+            let mut envelope = sink.envelope(object, EnvelopeKind::Record);
+            envelope.fetched_at = fetched_at;
+            envelope.record = Some(record);
+            sink.send(&envelope, Some(&id)).await?;
+            count += 1;
+        }
+
+        // The window memory stays bounded even while a full read walks the whole object.
+        if let Some(next) = next.as_deref_mut() {
+            next.prune(run.policy.user_lookback);
+        }
+        run.progress
+            .page_read(&org, object, read_so_far, page.total_size);
+    }
+
+    let mut marker = sink.envelope(object, EnvelopeKind::SnapshotEnd);
+    marker.snapshot = Some(SnapshotEnd {
+        mode,
+        records: count,
+    });
+    sink.send(&marker, None).await?;
+    run.progress.object_finished(&org, object, count);
+    Ok(count)
+}
+
+fn modstamp(object: SfObject, record: &str) -> Result<DateTime<Utc>, SyncError> {
     let fields: Modstamp<'_> = serde_json::from_str(record)
-        .map_err(|e| SyncError::Record(format!("User without Id or SystemModstamp: {e}")))?;
+        .map_err(|e| SyncError::Record(format!("{object} without Id or SystemModstamp: {e}")))?;
     parse_datetime(&fields.system_modstamp).map_err(|e| {
         SyncError::Record(format!(
-            "User {} has SystemModstamp {:?}: {e}",
+            "{object} {} has SystemModstamp {:?}: {e}",
             fields.id, fields.system_modstamp
         ))
     })
@@ -377,11 +483,6 @@ async fn send_envelope(
         .payload(&payload)
         .partition(partition);
     enqueue(&emitter.producer, record).await
-}
-
-async fn await_all(pending: &mut Vec<DeliveryFuture>) -> Result<(), SyncError> {
-    try_join_all(pending.drain(..).map(delivered)).await?;
-    Ok(())
 }
 
 async fn write_status(emitter: &Emitter, status: &SyncStatus) -> Result<(), KafkaError> {

@@ -1,10 +1,12 @@
-//! Faults a test can inject into data calls (query, query pages, limits).
+//! Faults a test can inject into sign-ins and data calls (query, query pages, limits).
 //!
 //! Each fault is a plain field so tests set exactly what they need through
-//! `SimulatorHandle::with_faults`. Counters count down as data calls consume them. Faults are
-//! checked before authentication, as an overloaded or unroutable Salesforce answers before it
-//! looks at the session. More kinds (per-endpoint bursts, concurrent-request limits) belong
-//! here as further fields, consumed in [`Faults::take`].
+//! `SimulatorHandle::with_faults`. Counters count down as calls consume them. Data-call
+//! faults are checked before authentication, as an overloaded or unroutable Salesforce
+//! answers before it looks at the session. Sign-in faults model an org's setup rather than
+//! an outage: the token endpoint answers with Salesforce's own error body for that setup
+//! even when the credentials are right. More kinds (concurrent-request limits) belong here
+//! as further fields, consumed in [`Faults::take`] or [`Faults::take_slow_call`].
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -24,6 +26,27 @@ pub struct Faults {
     /// answers for an object without permission (for example LoginHistory without Manage
     /// Users).
     pub objects_without_access: BTreeSet<String>,
+    /// Hold this many upcoming data calls `slow_call_delay` before answering, longer than
+    /// a client's request timeout when a test wants one to give up.
+    pub slow_next_data_calls: u32,
+    /// How long a slow data call is held.
+    pub slow_call_delay: Duration,
+    /// The org blocks the OAuth username-password flow (the default in orgs created since
+    /// Summer '23): password sign-ins get `invalid_grant` / `authentication failure` with
+    /// the right credentials, as Salesforce gives no distinct error for it.
+    pub password_flow_blocked: bool,
+    /// The caller is outside the integration user's Login IP Ranges: sign-ins that pass
+    /// every other check get `invalid_grant` / `ip restricted`.
+    pub ip_restricted: bool,
+    /// The Connected App is new or was just edited and has not reached every server yet:
+    /// this many upcoming sign-ins get `invalid_client_id` whatever the key.
+    pub unpropagated_consumer_key_sign_ins: u32,
+    /// The Connected App's Permitted Users need pre-authorization and the user is not
+    /// approved: sign-ins get `invalid_grant` / `user hasn't approved this consumer`.
+    pub user_not_approved: bool,
+    /// The Connected App is admin-approved only and the user's profile is not on it:
+    /// sign-ins get `invalid_app_access`.
+    pub app_not_admin_approved: bool,
 }
 
 /// A fault that replaces the answer to one data call.
@@ -48,6 +71,25 @@ impl Faults {
         }
         None
     }
+
+    /// Consumes one slow data call, if any: how long to hold it.
+    pub fn take_slow_call(&mut self) -> Option<Duration> {
+        if self.slow_next_data_calls == 0 {
+            return None;
+        }
+        self.slow_next_data_calls -= 1;
+        Some(self.slow_call_delay)
+    }
+
+    /// Consumes one sign-in while the consumer key is still propagating: true when this
+    /// sign-in must not find the key.
+    pub fn take_unpropagated_sign_in(&mut self) -> bool {
+        if self.unpropagated_consumer_key_sign_ins == 0 {
+            return false;
+        }
+        self.unpropagated_consumer_key_sign_ins -= 1;
+        true
+    }
 }
 
 #[cfg(test)]
@@ -65,5 +107,19 @@ mod tests {
         assert_eq!(faults.take(), Some(InjectedFault::ServerUnavailable));
         assert_eq!(faults.take(), Some(InjectedFault::ServerUnavailable));
         assert_eq!(faults.take(), None);
+    }
+
+    #[test]
+    fn slow_calls_and_unpropagated_sign_ins_run_out() {
+        let mut faults = Faults {
+            slow_next_data_calls: 1,
+            slow_call_delay: Duration::from_secs(3),
+            unpropagated_consumer_key_sign_ins: 1,
+            ..Faults::default()
+        };
+        assert_eq!(faults.take_slow_call(), Some(Duration::from_secs(3)));
+        assert_eq!(faults.take_slow_call(), None);
+        assert!(faults.take_unpropagated_sign_in());
+        assert!(!faults.take_unpropagated_sign_in());
     }
 }

@@ -105,7 +105,8 @@ pub(crate) fn check_my_domain(login_url: &Url) -> Result<(), SalesforceError> {
         return Ok(());
     }
     Err(SalesforceError::BadUrl(format!(
-        "the client-credentials flow needs the org's My Domain login URL          (https://<domain>.my.salesforce.com), not {host}"
+        "the client-credentials flow needs the org's My Domain login URL \
+         (https://<domain>.my.salesforce.com), not {host}"
     )))
 }
 

@@ -105,6 +105,14 @@ impl SalesforceError {
         }
     }
 
+    /// The cause and fix of a refused sign-in.
+    pub fn advice(&self) -> Option<Advice> {
+        match self {
+            SalesforceError::Auth { error, description } => Some(auth_advice(error, description)),
+            _ => None,
+        }
+    }
+
     /// Whether trying the same request again may succeed.
     pub fn is_retriable(&self) -> bool {
         match self {
@@ -117,40 +125,74 @@ impl SalesforceError {
     }
 }
 
-/// What to check for a refused sign-in, after Salesforce's own troubleshooting advice.
-fn auth_hint(error: &str, description: &str) -> &'static str {
-    match (error, description) {
-        ("invalid_client_id", _) => {
-            "the consumer key is unknown: check it, and note that a new or edited Connected \
-             App takes several minutes to reach every Salesforce server"
-        }
-        ("invalid_client", _) => "the consumer secret does not match the consumer key",
-        ("invalid_grant", "authentication failure") => {
-            "verify username, password and security token (the token is appended to the \
-             password), that the login URL is the org's (test.salesforce.com for sandboxes), \
-             and that the org allows the OAuth username-password flow"
-        }
-        ("invalid_grant", "ip restricted") => {
-            "ingest's IP address is outside the profile's Login IP Ranges: relax IP \
-             restrictions for the Connected App or trust ingest's address range"
-        }
-        ("invalid_grant", "user hasn't approved this consumer") => {
-            "the Connected App requires approval: set Permitted Users to 'All users may \
-             self-authorize' or pre-authorize the user's profile or permission set"
-        }
-        ("invalid_app_access", _) => {
-            "the Connected App is admin-approved only: add the user's profile or a \
-             permission set to the app"
-        }
-        ("invalid_grant", "login rate exceeded") => {
-            "more than 3,600 logins this hour for this user; seatwatch backs off"
-        }
-        ("unsupported_grant_type", _) => {
-            "the token request did not arrive as a form post; check for a proxy or a \
-             redirect in front of the login host"
-        }
-        _ => "check the Connected App and the integration user in Setup",
-    }
+/// The likely cause of a refused sign-in and what fixes it, in the spirit of Salesforce's
+/// troubleshooting tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Advice {
+    pub cause: &'static str,
+    pub fix: &'static str,
+}
+
+/// The advice for a token endpoint error. Several setups share one answer on the wire
+/// (a blocked password flow says `authentication failure` like a wrong password), so the
+/// cause names each of them.
+pub fn auth_advice(error: &str, description: &str) -> Advice {
+    let (cause, fix) = match (error, description) {
+        ("invalid_client_id", _) => (
+            "the consumer key is unknown: a typo, an app of another org, or a Connected App \
+             that is new or was just edited and has not reached every Salesforce server yet \
+             (that takes several minutes)",
+            "check consumer_key against the app in Setup; if it is right, wait ten minutes \
+             and check again",
+        ),
+        ("invalid_client", _) => (
+            "the consumer secret does not match the consumer key",
+            "copy the consumer secret again from the Connected App",
+        ),
+        ("invalid_grant", "authentication failure") => (
+            "wrong username, password or security token; a sandbox signed in at the \
+             production host (or the reverse); or an org that blocks the OAuth \
+             username-password flow, which Salesforce reports the same way",
+            "verify username, password, security token (the token is appended to the \
+             password) and the login URL (test.salesforce.com for sandboxes); Setup > Login \
+             History names the reason; if it says the flow is disabled, allow the OAuth \
+             username-password flow in OAuth and OpenID Connect Settings or move to the JWT \
+             bearer or client-credentials flow",
+        ),
+        ("invalid_grant", "ip restricted") => (
+            "ingest's IP address is outside the integration user's Login IP Ranges",
+            "relax IP restrictions for the Connected App, or trust ingest's address range \
+             (the profile's Login IP Ranges or the org's Network Access)",
+        ),
+        ("invalid_grant", "user hasn't approved this consumer") => (
+            "the Connected App requires approval and the user is not approved",
+            "set Permitted Users to 'All users may self-authorize', or pre-authorize the \
+             user's profile or a permission set on the app",
+        ),
+        ("invalid_app_access", _) => (
+            "the Connected App is admin-approved only and the user's profile is not on it",
+            "add the user's profile or a permission set to the app's admin-approved users",
+        ),
+        ("invalid_grant", "login rate exceeded") => (
+            "more than 3,600 logins this hour for this user",
+            "seatwatch reuses its session and backs off; find the other tools that sign in \
+             as the same user",
+        ),
+        ("unsupported_grant_type", _) => (
+            "the token request did not arrive as a form post",
+            "check for a proxy or a redirect in front of the login host",
+        ),
+        _ => (
+            "Salesforce refused the sign-in for a reason seatwatch does not know",
+            "check the Connected App and the integration user in Setup",
+        ),
+    };
+    Advice { cause, fix }
+}
+
+fn auth_hint(error: &str, description: &str) -> String {
+    let advice = auth_advice(error, description);
+    format!("likely cause: {}; fix: {}", advice.cause, advice.fix)
 }
 
 /// What to check for a refused data call.

@@ -12,4 +12,4 @@ mod error;
 
 pub use api::{LimitInfo, Page, Query, SalesforceClient};
 pub use auth::{check_login_url, Session};
-pub use error::{ErrorClass, SalesforceError};
+pub use error::{auth_advice, Advice, ErrorClass, SalesforceError};

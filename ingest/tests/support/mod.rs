@@ -3,11 +3,16 @@
 
 #![allow(dead_code)]
 
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
+use rdkafka::{Message, Offset, TopicPartitionList};
 use seatwatch_common::kafka::{KafkaConfig, Topics};
 use seatwatch_common::SecretRef;
 use seatwatch_ingest::OrgConfig;
+use seatwatch_schemas::RawEnvelope;
 use seatwatch_simulator::Credentials;
 
 /// An org signing in to the simulator at `login_url` with the password flow.
@@ -37,4 +42,30 @@ pub fn mock_kafka(cluster: &MockCluster<'static, DefaultProducerContext>) -> Kaf
         create_topics: false,
         ..KafkaConfig::default()
     }
+}
+
+/// Every envelope on the raw topic of `kafka` (one partition, as [`mock_kafka`] creates).
+pub fn raw_envelopes(kafka: &KafkaConfig) -> Vec<RawEnvelope> {
+    let topic = Topics::new(&kafka.topic_prefix).raw;
+    let consumer: BaseConsumer = kafka
+        .consumer_config("ingest-test", "ingest-test")
+        .unwrap()
+        .create()
+        .unwrap();
+    let timeout = Duration::from_secs(10);
+    let (low, high) = consumer.fetch_watermarks(&topic, 0, timeout).unwrap();
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(&topic, 0, Offset::Offset(low))
+        .unwrap();
+    consumer.assign(&assignment).unwrap();
+
+    let mut envelopes = Vec::new();
+    let mut next = low;
+    while next < high {
+        let message = consumer.poll(timeout).expect("a message").unwrap();
+        next = message.offset() + 1;
+        envelopes.push(serde_json::from_slice(message.payload().unwrap()).unwrap());
+    }
+    envelopes
 }

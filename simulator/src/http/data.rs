@@ -59,10 +59,13 @@ struct Admitted {
 
 /// Injected faults, session, allocation; then counts the call.
 async fn admit(shared: &Shared, headers: &HeaderMap) -> Result<Admitted, Response> {
-    // A slow org answers late whatever the answer is.
-    let delay = shared.lock().faults.data_call_delay;
-    if let Some(delay) = delay {
-        tokio::time::sleep(delay).await;
+    // A slow org answers late whatever the answer is; a slow call later still.
+    let (delay, slow) = {
+        let mut state = shared.lock();
+        (state.faults.data_call_delay, state.faults.take_slow_call())
+    };
+    for hold in [delay, slow].into_iter().flatten() {
+        tokio::time::sleep(hold).await;
     }
 
     let mut state = shared.lock();

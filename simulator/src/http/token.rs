@@ -48,6 +48,9 @@ enum Refusal {
     LoginRateExceeded,
     InvalidAssertion,
     InvalidAudience,
+    IpRestricted,
+    UserNotApproved,
+    InvalidAppAccess,
 }
 
 impl Refusal {
@@ -60,6 +63,12 @@ impl Refusal {
             Self::LoginRateExceeded => ("invalid_grant", "login rate exceeded"),
             Self::InvalidAssertion => ("invalid_grant", "invalid assertion"),
             Self::InvalidAudience => ("invalid_grant", "audience is invalid"),
+            Self::IpRestricted => ("invalid_grant", "ip restricted"),
+            Self::UserNotApproved => ("invalid_grant", "user hasn't approved this consumer"),
+            Self::InvalidAppAccess => (
+                "invalid_app_access",
+                "user is not admin approved to access this app",
+            ),
         };
         oauth_error(error, description)
     }
@@ -121,7 +130,7 @@ fn login(
     }
 
     // The connected app: its key, then its secret.
-    if form.get("client_id") != Some(credentials.consumer_key.as_str()) {
+    if !consumer_key_known(shared, &form) {
         return Err(Refusal::InvalidClientId);
     }
     if form.get("client_secret") != Some(credentials.consumer_secret.expose_secret()) {
@@ -144,6 +153,17 @@ fn login(
         return Err(Refusal::AuthenticationFailure);
     }
 
+    // An org that blocks the flow says no more than it would to a wrong password; only
+    // LoginHistory tells the two apart.
+    if state.faults.password_flow_blocked {
+        let status = "Username-Password Flow Disabled";
+        let _ = state
+            .org
+            .record_login(&user_id, sftime::now(), status, source);
+        return Err(Refusal::AuthenticationFailure);
+    }
+    check_app_policy(&mut state, &user_id, source.clone())?;
+
     // A new session each time; earlier sessions stay valid until they time out.
     let _ = state
         .org
@@ -162,7 +182,7 @@ fn client_credentials(
     peer: SocketAddr,
 ) -> Result<Issued, Refusal> {
     let credentials = &shared.credentials;
-    if form.get("client_id") != Some(credentials.consumer_key.as_str()) {
+    if !consumer_key_known(shared, form) {
         return Err(Refusal::InvalidClientId);
     }
     if form.get("client_secret") != Some(credentials.consumer_secret.expose_secret()) {
@@ -200,7 +220,8 @@ fn jwt_bearer(
         .map_err(|_| Refusal::InvalidAssertion)?
         .claims;
 
-    if claims.iss != credentials.consumer_key {
+    let propagated = !shared.lock().faults.take_unpropagated_sign_in();
+    if claims.iss != credentials.consumer_key || !propagated {
         return Err(Refusal::InvalidClientId);
     }
     let audiences = [
@@ -227,6 +248,7 @@ fn run_as_integration_user(
     let mut state = shared.lock();
     let user_id = admit_user(&mut state, &shared.credentials.username, now)?;
     let source = login_source(base, peer);
+    check_app_policy(&mut state, &user_id, source.clone())?;
     let _ = state
         .org
         .record_login(&user_id, sftime::now(), "Success", source);
@@ -245,6 +267,42 @@ fn admit_user(state: &mut SimState, username: &str, now: Instant) -> Result<Stri
         return Err(Refusal::LoginRateExceeded);
     }
     Ok(user_id)
+}
+
+/// Whether the form names the Connected App's key and that key has reached this server
+/// (an unpropagated key is unknown whatever it is).
+fn consumer_key_known(shared: &Shared, form: &Form) -> bool {
+    let propagated = !shared.lock().faults.take_unpropagated_sign_in();
+    propagated && form.get("client_id") == Some(shared.credentials.consumer_key.as_str())
+}
+
+/// The Connected App's policies and the user's Login IP Ranges, checked once the user is
+/// known; a refusal leaves a LoginHistory row as Salesforce's does.
+fn check_app_policy(
+    state: &mut SimState,
+    user_id: &str,
+    source: LoginSource,
+) -> Result<(), Refusal> {
+    // The approval status text is the simulator's own: no LoginHistory row of it is recorded.
+    let faults = &state.faults;
+    let refusal = if faults.user_not_approved {
+        Some((Refusal::UserNotApproved, "Failed: OAuth Approval Error"))
+    } else if faults.app_not_admin_approved {
+        Some((Refusal::InvalidAppAccess, "Failed: OAuth Approval Error"))
+    } else if faults.ip_restricted {
+        Some((Refusal::IpRestricted, "Restricted IP"))
+    } else {
+        None
+    };
+    match refusal {
+        Some((refusal, status)) => {
+            let _ = state
+                .org
+                .record_login(user_id, sftime::now(), status, source);
+            Err(refusal)
+        }
+        None => Ok(()),
+    }
 }
 
 /// How the login shows in LoginHistory.
