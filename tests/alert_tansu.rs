@@ -608,3 +608,46 @@ fn every_rule_fires_and_resolves_through_restarts_and_receiver_outages() {
         alert.log_text()
     );
 }
+
+/// `/readyz` follows the broker: ready, then not ready (saying why) while every connection
+/// to the broker is cut, then ready again once it is reachable.
+#[test]
+fn readiness_follows_the_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, cutter) = Tansu::start_behind_cutter(dir.path());
+    let prefix = format!("rd-{}.", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let config = dir.path().join("alert.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "evaluate_interval_secs = 1\n[kafka]\nbootstrap_servers = \"{}\"\n\
+             topic_prefix = \"{prefix}\"\npartitions = 1\n",
+            broker.bootstrap
+        ),
+    )
+    .unwrap();
+    let (mut alert, ops) = start_alert(&config, dir.path(), "alert-readiness");
+
+    cutter.cut();
+    let (_, reason) = wait_for("/readyz to turn unready", PATIENCE, || {
+        alert.assert_running();
+        http_get(&format!("{ops}/readyz")).filter(|(status, _)| *status == 503)
+    });
+    assert!(reason.contains("kafka: cluster unreachable"), "{reason}");
+    assert_eq!(
+        http_get(&format!("{ops}/healthz")).unwrap().0,
+        200,
+        "still alive"
+    );
+
+    cutter.restore();
+    wait_for("/readyz to recover", PATIENCE, || {
+        alert.assert_running();
+        http_get(&format!("{ops}/readyz")).filter(|(status, _)| *status == 200)
+    });
+    assert!(
+        alert.terminate(Duration::from_secs(30)).success(),
+        "{}",
+        alert.log_text()
+    );
+}

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use prometheus::Registry;
 use seatwatch_common::http::{self, Health};
-use seatwatch_common::kafka::{ensure_topics, Topics};
+use seatwatch_common::kafka::{ensure_topics, watch_broker, Topics};
 use seatwatch_common::shutdown::DRAIN_DEADLINE;
 use seatwatch_common::Shutdown;
 use seatwatch_schemas::Alert;
@@ -108,6 +108,10 @@ pub async fn run_with(
     options.health.set_not_ready("catching up");
 
     let stop = shutdown.child_token();
+    let watchdog = {
+        let (kafka, health, stop) = (config.kafka.clone(), options.health.clone(), stop.clone());
+        tokio::spawn(async move { watch_broker(&kafka, "alert", health, stop).await })
+    };
     let evaluator = Evaluator::new(
         &config,
         partitions,
@@ -138,6 +142,9 @@ pub async fn run_with(
         Some((name, joined)) => task_result(name, joined),
     };
     let drained = tasks.drain().await;
+    if let Ok(Err(error)) = watchdog.await {
+        tracing::warn!(%error, "the broker watchdog could not start");
+    }
     tracing::info!("alert service stopped");
     first.and(drained)
 }

@@ -5,6 +5,7 @@
 //! [`Health`] as those facts change. Services with an API of their own (alert's
 //! acknowledge and silence endpoints) merge their routes into [`router`]'s.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,10 +21,15 @@ use tokio::net::TcpListener;
 use crate::Shutdown;
 
 /// Liveness and readiness of one service, shared between its tasks and the server.
+///
+/// Ready means the service said so ([`Health::set_ready`]) and no dependency it watches
+/// is down ([`Health::dependency_down`], e.g. the Kafka cluster).
 #[derive(Debug, Default)]
 pub struct Health {
     ready: AtomicBool,
     not_ready_reason: Mutex<String>,
+    /// Dependencies that are down, with why.
+    down: Mutex<BTreeMap<&'static str, String>>,
 }
 
 impl Health {
@@ -43,8 +49,31 @@ impl Health {
         self.ready.store(false, Ordering::Release);
     }
 
+    /// Marks a dependency unreachable: the service is not ready until it is back.
+    pub fn dependency_down(&self, dependency: &'static str, reason: impl Into<String>) {
+        self.down.lock().unwrap().insert(dependency, reason.into());
+    }
+
+    /// Marks a dependency reachable again.
+    pub fn dependency_up(&self, dependency: &'static str) {
+        self.down.lock().unwrap().remove(dependency);
+    }
+
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && self.down.lock().unwrap().is_empty()
+    }
+
+    /// Why the service is not ready: its dependencies that are down, else its own reason.
+    pub fn not_ready_reason(&self) -> String {
+        let down = self.down.lock().unwrap();
+        if down.is_empty() {
+            return self.not_ready_reason.lock().unwrap().clone();
+        }
+        let reasons: Vec<String> = down
+            .iter()
+            .map(|(dependency, reason)| format!("{dependency}: {reason}"))
+            .collect();
+        reasons.join("; ")
     }
 }
 
@@ -84,7 +113,7 @@ async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
     if state.health.is_ready() {
         (StatusCode::OK, "ready\n".to_owned())
     } else {
-        let reason = state.health.not_ready_reason.lock().unwrap().clone();
+        let reason = state.health.not_ready_reason();
         (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {reason}\n"),

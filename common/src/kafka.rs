@@ -8,19 +8,22 @@
 //! latest value per thing; only the partition is chosen by org, see [`partition_for`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::ToBytes;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use serde::{Deserialize, Serialize};
 
+use crate::http::Health;
 use crate::secret::{ExposeSecret, SecretError, SecretRef};
+use crate::Shutdown;
 
 /// How to reach the Kafka cluster and how to lay out topics on it.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -372,6 +375,47 @@ pub async fn delivered(delivery: DeliveryFuture) -> Result<(i32, i64), KafkaErro
         Ok(Ok(delivery)) => Ok((delivery.partition, delivery.offset)),
         Ok(Err((error, _message))) => Err(error),
         Err(_canceled) => Err(KafkaError::Canceled),
+    }
+}
+
+/// How often [`watch_broker`] asks the cluster for metadata, and how long it waits.
+const WATCH_INTERVAL: Duration = Duration::from_secs(10);
+const WATCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Keeps `health`'s `kafka` dependency current until `shutdown`: every few seconds a
+/// client of its own asks the cluster for metadata; while that fails the service is not
+/// ready (`/readyz` says why), and it is ready again once an answer comes. The service's
+/// own clients reconnect by themselves meanwhile.
+pub async fn watch_broker(
+    config: &KafkaConfig,
+    service: &'static str,
+    health: Arc<Health>,
+    shutdown: Shutdown,
+) -> Result<(), KafkaError> {
+    let client: BaseConsumer<ServiceContext> = config
+        .client_config()
+        .map_err(|error| KafkaError::ClientCreation(error.to_string()))?
+        .set("client.id", format!("seatwatch-{service}-watchdog"))
+        .create_with_context(ServiceContext { service })?;
+    let client = Arc::new(client);
+    loop {
+        let asked = client.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            asked.fetch_metadata(None, WATCH_TIMEOUT).map(|_| ())
+        })
+        .await
+        .unwrap_or(Err(KafkaError::Canceled));
+        match answer {
+            Ok(()) => health.dependency_up("kafka"),
+            Err(error) => {
+                tracing::warn!(service, %error, "Kafka cluster unreachable; not ready");
+                health.dependency_down("kafka", format!("cluster unreachable ({error})"));
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(WATCH_INTERVAL) => {}
+        }
     }
 }
 

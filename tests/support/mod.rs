@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -102,8 +104,22 @@ pub struct Tansu {
 
 impl Tansu {
     pub fn start(dir: &Path) -> Tansu {
-        let bin = std::env::var("TANSU_BIN").unwrap_or_else(|_| "tansu".into());
         let port = free_port();
+        Self::start_advertising(dir, port, port)
+    }
+
+    /// A broker behind a [`Cutter`]: clients bootstrap through the cutter and the broker
+    /// advertises the cutter's address, so every connection goes through it.
+    pub fn start_behind_cutter(dir: &Path) -> (Tansu, Cutter) {
+        let port = free_port();
+        let cutter = Cutter::start(port);
+        let mut broker = Self::start_advertising(dir, port, cutter.port);
+        broker.bootstrap = format!("127.0.0.1:{}", cutter.port);
+        (broker, cutter)
+    }
+
+    fn start_advertising(dir: &Path, port: u16, advertised: u16) -> Tansu {
+        let bin = std::env::var("TANSU_BIN").unwrap_or_else(|_| "tansu".into());
         let data = dir.join("tansu-data");
         std::fs::create_dir_all(&data).unwrap();
         let mut command = Command::new(&bin);
@@ -112,7 +128,7 @@ impl Tansu {
             .arg("--listener-url")
             .arg(format!("tcp://127.0.0.1:{port}"))
             .arg("--advertised-listener-url")
-            .arg(format!("tcp://127.0.0.1:{port}"))
+            .arg(format!("tcp://127.0.0.1:{advertised}"))
             // tansu resolves a sqlite path against its working directory.
             .arg("--storage-engine")
             .arg("sqlite://tansu.db")
@@ -133,6 +149,64 @@ impl Tansu {
             proc,
         }
     }
+}
+
+/// A TCP forwarder on a loopback port that can cut every connection to its upstream and
+/// refuse new ones until restored: a broker that goes away and comes back, without
+/// restarting the broker.
+pub struct Cutter {
+    pub port: u16,
+    up: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Cutter {
+    pub fn start(upstream: u16) -> Cutter {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (accept_up, accept_open) = (up.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !accept_up.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection closes at once
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let mut open = accept_open.lock().unwrap();
+                for stream in [&client, &server] {
+                    open.push(stream.try_clone().unwrap());
+                }
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(server, client);
+            }
+        });
+        Cutter { port, up, open }
+    }
+
+    /// Closes every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` into `to` on a thread until either side closes.
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(std::net::Shutdown::Both);
+    });
 }
 
 /// The `seatwatch` binary built for these tests.
