@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 use url::Url;
 
 use super::auth::{login, Grant, Session};
-use super::error::{excerpt, ApiError, SalesforceError};
+use super::error::{excerpt, ApiError, Redactor, SalesforceError};
 use crate::config::{AuthFlow, IngestConfig, OrgConfig};
 
 /// The org's API usage from the last `Sforce-Limit-Info` header.
@@ -371,6 +371,7 @@ impl SalesforceClient {
 
     async fn get_once(&mut self, url: Url) -> Result<Vec<u8>, CallError> {
         let session = self.session.as_ref().expect("signed in before data calls");
+        let redactor = Redactor::new([session.access_token.expose_secret()]);
         let bearer = format!("Bearer {}", session.access_token.expose_secret());
         self.api_calls += 1;
         let sent = self
@@ -393,13 +394,19 @@ impl SalesforceClient {
             .bytes()
             .await
             .map_err(|e| transient(format!("reading {}: {e}", path_of(&url))))?;
-        classify(
+        let classified = classify(
             status,
             &body,
             location.as_ref().and_then(|v| v.to_str().ok()),
             &url,
-        )
-        .map(|()| body.to_vec())
+        );
+        // A body that echoes the request must not carry the session token into a log.
+        classified
+            .map(|()| body.to_vec())
+            .map_err(|error| match error {
+                CallError::Failed(error) => CallError::Failed(redactor.error(error)),
+                expired => expired,
+            })
     }
 
     fn note_limits(&mut self, headers: &HeaderMap) {

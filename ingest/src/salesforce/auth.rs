@@ -20,7 +20,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-use super::error::{excerpt, SalesforceError, TokenError};
+use super::error::{excerpt, Redactor, SalesforceError, TokenError};
 use crate::config::OrgConfig;
 
 /// A signed-in session.
@@ -203,53 +203,31 @@ pub(crate) async fn login(
     parse_token_response(status, &body).map_err(|e| scrub(e, grant))
 }
 
-/// Removes the grant's secret values from an error built from the server's words: a
-/// misbehaving endpoint that echoes the form must not put a password in the logs.
+/// Removes the grant's secret values from an error built from the server's words (see
+/// [`Redactor`]): a misbehaving endpoint that echoes the form must not put a password in
+/// the logs.
 fn scrub(error: SalesforceError, grant: &Grant) -> SalesforceError {
-    let secrets: Vec<String> = match grant {
+    let mut secrets: Vec<String> = Vec::new();
+    match grant {
         Grant::Password {
             consumer_secret,
             password,
             security_token,
         } => {
-            let mut secrets = vec![
-                consumer_secret.expose_secret().to_owned(),
-                password.expose_secret().to_owned(),
-            ];
+            secrets.push(consumer_secret.expose_secret().to_owned());
+            secrets.push(password.expose_secret().to_owned());
             if let Some(token) = security_token {
-                secrets.push(format!(
-                    "{}{}",
-                    password.expose_secret(),
-                    token.expose_secret()
-                ));
+                let joined = format!("{}{}", password.expose_secret(), token.expose_secret());
+                secrets.push(joined);
                 secrets.push(token.expose_secret().to_owned());
             }
-            secrets
         }
         Grant::ClientCredentials { consumer_secret } => {
-            vec![consumer_secret.expose_secret().to_owned()]
+            secrets.push(consumer_secret.expose_secret().to_owned());
         }
-        Grant::JwtBearer { .. } => Vec::new(),
-    };
-    let clean = |text: String| {
-        let mut secrets = secrets.clone();
-        // Longest first, so a password-plus-token goes before its parts.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        secrets
-            .iter()
-            .filter(|s| s.len() >= 4)
-            .fold(text, |text, secret| {
-                text.replace(secret.as_str(), "[redacted]")
-            })
-    };
-    match error {
-        SalesforceError::Auth { error, description } => SalesforceError::Auth {
-            error: clean(error),
-            description: clean(description),
-        },
-        SalesforceError::Transient(text) => SalesforceError::Transient(clean(text)),
-        other => other,
+        Grant::JwtBearer { .. } => {}
     }
+    Redactor::new(secrets.iter().map(String::as_str)).error(error)
 }
 
 /// Turns a token endpoint response into a session or a classified error.

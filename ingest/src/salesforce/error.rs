@@ -230,6 +230,71 @@ pub(crate) struct TokenError {
     pub error_description: String,
 }
 
+/// Removes secret values from error text built from a server's words: an endpoint (or a
+/// proxy) that echoes the request must not put a password or a token in the logs.
+///
+/// Each secret is looked for as sent (raw, form-encoded with `+` or `%20` for spaces,
+/// percent-encoded) and as [`excerpt`] prints it (whitespace collapsed), longest first.
+pub(crate) struct Redactor {
+    forms: Vec<String>,
+}
+
+impl Redactor {
+    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut forms: Vec<String> = Vec::new();
+        for secret in secrets.into_iter().filter(|s| s.len() >= 4) {
+            let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+            let collapsed = secret.split_whitespace().collect::<Vec<_>>().join(" ");
+            forms.extend([secret.to_owned(), form.replace('+', "%20"), form, collapsed]);
+        }
+        forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
+        forms.dedup();
+        Self { forms }
+    }
+
+    pub fn clean(&self, text: String) -> String {
+        self.forms
+            .iter()
+            .fold(text, |text, form| text.replace(form.as_str(), "[redacted]"))
+    }
+
+    /// `error` with every message it carries cleaned.
+    pub fn error(&self, error: SalesforceError) -> SalesforceError {
+        match error {
+            SalesforceError::Auth { error, description } => SalesforceError::Auth {
+                error: self.clean(error),
+                description: self.clean(description),
+            },
+            SalesforceError::Refused {
+                status,
+                code,
+                message,
+            } => SalesforceError::Refused {
+                status,
+                code: self.clean(code),
+                message: self.clean(message),
+            },
+            SalesforceError::RequestLimit { message } => SalesforceError::RequestLimit {
+                message: self.clean(message),
+            },
+            SalesforceError::BadUrl(text) => SalesforceError::BadUrl(self.clean(text)),
+            SalesforceError::Redirect {
+                url,
+                status,
+                location,
+            } => SalesforceError::Redirect {
+                url: self.clean(url),
+                status,
+                location: self.clean(location),
+            },
+            SalesforceError::Transient(text) => SalesforceError::Transient(self.clean(text)),
+            other @ (SalesforceError::SessionNotValidForRest | SalesforceError::SessionLoop) => {
+                other
+            }
+        }
+    }
+}
+
 /// Reduces a Salesforce error body to a short printable excerpt for messages.
 pub(crate) fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
