@@ -25,7 +25,7 @@ use std::time::Duration;
 use prometheus::Registry;
 use rdkafka::producer::{FutureProducer, Producer};
 use seatwatch_common::http::{self, Health};
-use seatwatch_common::kafka::{ensure_topics, ServiceContext, Topics};
+use seatwatch_common::kafka::{ensure_topics, watch_broker, ServiceContext, Topics};
 use seatwatch_common::{shutdown::DRAIN_DEADLINE, Shutdown};
 use seatwatch_schemas::SyncStatus;
 
@@ -93,6 +93,10 @@ pub async fn run_with(
     };
     warn_about_password_flow(&config);
     health.set_ready();
+    let watchdog = tokio::spawn({
+        let (kafka, health, shutdown) = (config.kafka.clone(), health.clone(), shutdown.clone());
+        async move { watch_broker(&kafka, "ingest", health, shutdown).await }
+    });
 
     let tasks: Vec<_> = clients
         .into_iter()
@@ -118,6 +122,9 @@ pub async fn run_with(
     }
 
     flush(&emitter.producer).await;
+    if let Ok(Err(error)) = watchdog.await {
+        tracing::warn!(%error, "the broker watchdog could not start");
+    }
     Ok(())
 }
 
