@@ -58,6 +58,10 @@ pub struct AlertConfig {
     /// Monthly licence prices, which turn reclaim recommendations into savings.
     #[serde(default)]
     pub prices: PriceTable,
+    /// Where the bearer token lives that acknowledging and silencing through the API
+    /// require; without one, anyone who reaches the ops port can. Never a value here.
+    #[serde(default)]
+    pub api_token: Option<SecretRef>,
 }
 
 /// `[alertmanager]`: push alerts to Alertmanager's `/api/v2/alerts`.
@@ -181,6 +185,7 @@ impl Default for AlertConfig {
             webhook: None,
             alertmanager: None,
             prices: PriceTable::default(),
+            api_token: None,
         }
     }
 }

@@ -11,6 +11,9 @@
 //!   goes to no sink but the log and does not repeat. Its transitions are still written
 //!   to `seats.alerts`.
 //!
+//! With `api_token` configured, the requests that change something (POST, DELETE) need
+//! `Authorization: Bearer <token>`; listing stays open like `/metrics`.
+//!
 //! Known shortcut: acknowledgements and silences live in the memory of the instance that
 //! received them. With one alert replica, the deployed default, they last until it
 //! restarts; with several, send the request to the replica that owns the org (each
@@ -21,13 +24,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use seatwatch_common::secret::{ExposeSecret, SecretString};
 use seatwatch_schemas::{Alert, AlertStatus};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use wildmatch::WildMatch;
 
 /// Longest silence accepted: a silence nobody remembers is worse than noise.
@@ -272,14 +279,49 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The API's routes, to merge into the service's ops router.
-pub fn router(controls: Arc<Controls>) -> Router {
+/// The API's routes, to merge into the service's ops router. With `token`, requests that
+/// change something must carry it as a bearer token.
+pub fn router(controls: Arc<Controls>, token: Option<SecretString>) -> Router {
+    let token = token.map(|token| Arc::new(digest(token.expose_secret().as_bytes())));
     Router::new()
         .route("/api/v1/alerts", get(list_alerts))
         .route("/api/v1/alerts/{fingerprint}/ack", post(ack_alert))
         .route("/api/v1/silences", get(list_silences).post(add_silence))
         .route("/api/v1/silences/{id}", delete(remove_silence))
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            let token = token.clone();
+            async move { authorize(token.as_deref(), request, next).await }
+        }))
         .with_state(controls)
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// Lets reads through; a change needs the bearer token when one is configured. The
+/// digests are compared, so the comparison's timing says nothing about the token.
+async fn authorize(token: Option<&[u8; 32]>, request: Request, next: Next) -> Response {
+    let Some(expected) = token else {
+        return next.run(request).await;
+    };
+    if request.method() == Method::GET || request.method() == Method::HEAD {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(|value| digest(value.as_bytes()));
+    if presented.as_ref() == Some(expected) {
+        next.run(request).await
+    } else {
+        let body = Json(serde_json::json!({
+            "error": "this request needs Authorization: Bearer <the alert service's api_token>"
+        }));
+        (StatusCode::UNAUTHORIZED, body).into_response()
+    }
 }
 
 async fn list_alerts(State(controls): State<Arc<Controls>>) -> impl IntoResponse {
@@ -339,19 +381,30 @@ pub(crate) fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use axum::body::Body;
-    use axum::http::Request;
     use tower::ServiceExt;
 
     use super::*;
     use crate::state::tests::alert;
 
     async fn call(router: &Router, method: &str, uri: &str, body: &str) -> (StatusCode, String) {
-        let request = Request::builder()
+        call_as(router, method, uri, body, None).await
+    }
+
+    async fn call_as(
+        router: &Router,
+        method: &str,
+        uri: &str,
+        body: &str,
+        bearer: Option<&str>,
+    ) -> (StatusCode, String) {
+        let mut request = Request::builder()
             .method(method)
             .uri(uri)
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_owned()))
-            .unwrap();
+            .header("content-type", "application/json");
+        if let Some(token) = bearer {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request.body(Body::from(body.to_owned())).unwrap();
         let response = router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
@@ -365,7 +418,7 @@ mod tests {
         let controls = Controls::new();
         let firing = alert("fp1", AlertStatus::Firing, 1_000);
         controls.update_alerts([&firing].into_iter());
-        let router = router(controls.clone());
+        let router = router(controls.clone(), None);
 
         let (status, _) = call(&router, "POST", "/api/v1/alerts/unknown/ack", "").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
@@ -390,7 +443,7 @@ mod tests {
     #[tokio::test]
     async fn silences_match_labels_by_glob_until_they_end_or_are_removed() {
         let controls = Controls::new();
-        let router = router(controls.clone());
+        let router = router(controls.clone(), None);
         let firing = alert("fp1", AlertStatus::Firing, 1_000);
         assert!(!controls.is_silenced(&firing, now_ms()));
 
@@ -433,6 +486,35 @@ mod tests {
         assert_eq!(
             call(&router, "DELETE", &uri, "").await.0,
             StatusCode::NOT_FOUND
+        );
+    }
+
+    #[tokio::test]
+    async fn with_a_token_changes_need_it_and_reads_do_not() {
+        let controls = Controls::new();
+        let firing = alert("fp1", AlertStatus::Firing, 1_000);
+        controls.update_alerts([&firing].into_iter());
+        let router = router(
+            controls.clone(),
+            Some(SecretString::from("s3cret-api-token")),
+        );
+
+        let uri = "/api/v1/alerts/fp1/ack";
+        assert_eq!(
+            call(&router, "POST", uri, "").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        let wrong = call_as(&router, "POST", uri, "", Some("guess")).await;
+        assert_eq!(wrong.0, StatusCode::UNAUTHORIZED);
+        assert!(!wrong.1.contains("s3cret"), "{}", wrong.1);
+        assert!(!controls.is_acked(&firing));
+
+        let right = call_as(&router, "POST", uri, "", Some("s3cret-api-token")).await;
+        assert_eq!(right.0, StatusCode::OK, "{}", right.1);
+        assert!(controls.is_acked(&firing));
+        assert_eq!(
+            call(&router, "GET", "/api/v1/alerts", "").await.0,
+            StatusCode::OK
         );
     }
 }

@@ -60,8 +60,12 @@ pub async fn run(config: AlertConfig, shutdown: Shutdown) -> Result<(), AlertErr
 
     // The server stops with the service, also when the service fails.
     let ops_stop = shutdown.child_token();
+    let api_token = config.api_token.as_ref().map(|t| t.resolve()).transpose()?;
+    if api_token.is_none() {
+        tracing::warn!("no api_token configured: anyone reaching the ops port can acknowledge and silence alerts");
+    }
     let router = http::router(options.registry.clone(), options.health.clone())
-        .merge(controls::router(options.controls.clone()));
+        .merge(controls::router(options.controls.clone(), api_token));
     let addr = config.listen_addr;
     let (bound, server) = http::serve(addr, router, ops_stop.clone())
         .await
