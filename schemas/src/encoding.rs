@@ -304,11 +304,10 @@ impl Encoder {
             }
         };
 
-        let datum = codec.encode_datum(value)?;
-        let mut out = Vec::with_capacity(CONFLUENT_HEADER_LEN + datum.len());
+        let mut out = Vec::with_capacity(512);
         out.push(CONFLUENT_MAGIC);
         out.extend_from_slice(&id.0.to_be_bytes());
-        out.extend_from_slice(&datum);
+        codec.write_datum(value, &mut out)?;
         Ok(out)
     }
 
