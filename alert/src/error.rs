@@ -22,6 +22,12 @@ pub enum AlertError {
     /// A secret the config points at could not be read.
     #[error("{0}")]
     Secret(#[from] SecretError),
+    /// `kafka.schema_registry_url` is not a usable URL.
+    #[error(
+        "cannot use the schema registry: {0}; check kafka.schema_registry_url, or leave it \
+         out when every producer writes single-object encoding"
+    )]
+    Registry(#[from] seatwatch_schemas::RegistryError),
 
     // The Kafka cluster or its operator must act; a restart retries.
     /// The topics could not be created or are missing.

@@ -33,7 +33,10 @@ use rdkafka::Offset;
 use seatwatch_common::kafka::{delivered, enqueue, partition_for, ServiceContext, Topics};
 use seatwatch_common::Shutdown;
 use seatwatch_schemas::avro::AvroRecord;
-use seatwatch_schemas::{Alert, AvroError, LicenseState, Recommendation, SyncStatus, UserState};
+use seatwatch_schemas::encoding::Header;
+use seatwatch_schemas::{
+    Alert, AvroError, Encoder, EncodingError, LicenseState, Recommendation, SyncStatus, UserState,
+};
 use tokio::time::MissedTickBehavior;
 
 use crate::alertmanager::AlertmanagerSink;
@@ -51,6 +54,9 @@ use crate::AlertError;
 /// How long one watermark query may take before the tick gives up on it.
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The longest pause between two attempts to fetch a writer schema from the registry.
+const MAX_REGISTRY_BACKOFF: Duration = Duration::from_secs(30);
+
 type AlertConsumer = StreamConsumer<GroupContext>;
 
 /// The evaluator task's state.
@@ -59,6 +65,9 @@ pub(crate) struct Evaluator {
     /// Asks the brokers for high watermarks; never subscribes.
     watermarks: Arc<BaseConsumer<ServiceContext>>,
     producer: FutureProducer<ServiceContext>,
+    /// Decodes seat state in either framing; with a registry configured, it fetches the
+    /// writer schema of each Confluent schema id the first time it is seen.
+    decoder: Encoder,
     topics: Topics,
     partitions: i32,
     rules: RulesConfig,
@@ -114,10 +123,13 @@ impl Evaluator {
             .producer_config("seatwatch-alert")?
             .create_with_context(ServiceContext { service: "alert" })?;
 
+        let decoder = Encoder::from_url(config.kafka.schema_registry_url.as_deref())?;
+
         Ok(Self {
             consumer: Arc::new(consumer),
             watermarks: Arc::new(watermarks),
             producer,
+            decoder,
             topics,
             partitions,
             rules: config.rules.clone(),
@@ -147,7 +159,7 @@ impl Evaluator {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                received = consumer.recv() => self.on_received(received),
+                received = consumer.recv() => self.on_received(received, &shutdown).await,
                 _ = ticker.tick() => self.tick().await,
             }
         }
@@ -156,10 +168,17 @@ impl Evaluator {
     }
 
     /// Applies one consumed record to the state or the book.
-    fn on_received(&mut self, received: Result<BorrowedMessage<'_>, KafkaError>) {
+    async fn on_received(
+        &mut self,
+        received: Result<BorrowedMessage<'_>, KafkaError>,
+        shutdown: &Shutdown,
+    ) {
         self.follow_assignment();
         match received {
-            Ok(message) => self.apply(&message),
+            Ok(message) => {
+                self.load_writer_schema(message.payload(), shutdown).await;
+                self.apply(&message);
+            }
             // librdkafka retries by itself; the consumer keeps going.
             Err(error) => tracing::warn!(%error, "evaluator consumer error"),
         }
@@ -174,6 +193,30 @@ impl Evaluator {
             self.book.clear();
             self.recommendations.clear();
             self.set_caught_up(false);
+        }
+    }
+
+    /// Makes sure the writer schema of a Confluent-framed value is cached, so `apply` can
+    /// decode it without I/O. A registry that cannot be reached is asked again with backoff
+    /// (skipping the record would lose seat state) until it answers or shutdown; an id it
+    /// does not know is left for `apply` to report.
+    async fn load_writer_schema(&self, payload: Option<&[u8]>, shutdown: &Shutdown) {
+        let Some(Ok((Header::Confluent { schema_id }, _))) = payload.map(Header::parse) else {
+            return;
+        };
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.decoder.load_schema(schema_id).await {
+                Err(error) if error.is_retriable() => {
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis(), "schema registry");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_REGISTRY_BACKOFF);
+                }
+                _ => return,
+            }
         }
     }
 
@@ -202,39 +245,55 @@ impl Evaluator {
         }
     }
 
-    fn apply_license(&mut self, key: &str, payload: Option<&[u8]>) -> Result<(), AvroError> {
+    fn apply_license(&mut self, key: &str, payload: Option<&[u8]>) -> Result<(), EncodingError> {
         match payload {
             None => self.state.remove_license(key),
-            Some(bytes) => self.state.put_license(key, LicenseState::from_avro(bytes)?),
+            Some(bytes) => {
+                let license: LicenseState = self.decoder.decode_cached(bytes)?;
+                self.state.put_license(key, license);
+            }
         }
         Ok(())
     }
 
-    fn apply_user(&mut self, key: &str, payload: Option<&[u8]>) -> Result<(), AvroError> {
+    fn apply_user(&mut self, key: &str, payload: Option<&[u8]>) -> Result<(), EncodingError> {
         match payload {
             None => self.state.remove_user(key),
-            Some(bytes) => self.state.put_user(key, UserState::from_avro(bytes)?),
+            Some(bytes) => {
+                let user: UserState = self.decoder.decode_cached(bytes)?;
+                self.state.put_user(key, user);
+            }
         }
         Ok(())
     }
 
-    fn apply_sync(&mut self, key: &str, payload: Option<&[u8]>) -> Result<(), AvroError> {
+    fn apply_sync(&mut self, key: &str, payload: Option<&[u8]>) -> Result<(), EncodingError> {
         match payload {
             None => self.state.remove_sync(key),
-            Some(bytes) => self.state.put_sync(key, SyncStatus::from_avro(bytes)?),
+            Some(bytes) => {
+                let status: SyncStatus = self.decoder.decode_cached(bytes)?;
+                self.state.put_sync(key, status);
+            }
         }
         Ok(())
     }
 
-    fn apply_alert(&mut self, payload: Option<&[u8]>, offset: i64) -> Result<(), AvroError> {
+    fn apply_alert(&mut self, payload: Option<&[u8]>, offset: i64) -> Result<(), EncodingError> {
         if let Some(bytes) = payload {
-            self.book.record(Alert::from_avro(bytes)?, offset);
+            let alert: Alert = self.decoder.decode_cached(bytes)?;
+            self.book.record(alert, offset);
         }
         Ok(())
     }
 
-    fn apply_recommendation(&mut self, key: &str, payload: Option<&[u8]>) -> Result<(), AvroError> {
-        let value = payload.map(Recommendation::from_avro).transpose()?;
+    fn apply_recommendation(
+        &mut self,
+        key: &str,
+        payload: Option<&[u8]>,
+    ) -> Result<(), EncodingError> {
+        let value = payload
+            .map(|bytes| self.decoder.decode_cached::<Recommendation>(bytes))
+            .transpose()?;
         self.recommendations.apply(key, value);
         Ok(())
     }
@@ -517,6 +576,7 @@ mod tests {
     use seatwatch_common::kafka::KafkaConfig;
 
     use super::*;
+    use crate::registry_double;
     use crate::rules::tests::{license, user, ORG};
 
     #[test]
@@ -536,8 +596,11 @@ mod tests {
             .expect("a record within 30 s")
     }
 
+    /// Also: seat state in either framing is read, the Confluent one with its writer schema
+    /// fetched from the registry (transform writes it when a registry is configured).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn evaluates_only_once_every_assigned_partition_is_read() {
+        let registry = registry_double::RegistryDouble::start().await;
         let cluster = MockCluster::new(1).unwrap();
         let prefix = format!("t{}.", uuid::Uuid::new_v4().simple());
         let topics = Topics::new(&prefix);
@@ -548,6 +611,7 @@ mod tests {
             kafka: KafkaConfig {
                 bootstrap_servers: cluster.bootstrap_servers(),
                 topic_prefix: prefix,
+                schema_registry_url: Some(registry.url.clone()),
                 ..KafkaConfig::default()
             },
             group_id: format!("g{}", uuid::Uuid::new_v4()),
@@ -556,13 +620,20 @@ mod tests {
         // The fixtures' login dates are relative to a fixed day, not the wall clock.
         config.rules.idle_seats.enabled = false;
 
-        // One hot pool and three users: four records to read before evaluating.
+        // One hot pool, in the Confluent framing, and three users, single-object encoded:
+        // four records to read before evaluating.
         let producer: FutureProducer = config.kafka.producer_config("t").unwrap().create().unwrap();
         let pool = license("Salesforce", 96, Some(100));
+        let writer = Encoder::from_url(Some(&registry.url)).unwrap();
+        let id = writer
+            .register::<LicenseState>(&topics.license_state)
+            .await
+            .unwrap()
+            .expect("an id from the registry");
         let mut records = vec![(
             topics.license_state.clone(),
             pool.key(),
-            pool.to_avro().unwrap(),
+            writer.encode(&topics.license_state, &pool).unwrap(),
         )];
         for id in ["005A", "005B", "005C"] {
             let user = user(id, "Salesforce", Some(1));
@@ -597,15 +668,26 @@ mod tests {
         let consumer = evaluator.consumer.clone();
 
         // The first record arrives after the group join; three are still unread.
-        evaluator.on_received(next(&consumer).await);
+        let shutdown = Shutdown::new();
+        evaluator
+            .on_received(next(&consumer).await, &shutdown)
+            .await;
         assert!(!evaluator.is_caught_up().await.unwrap());
         evaluator.tick().await;
         assert_eq!(metrics.evaluations.get(), 0, "no evaluation while behind");
         assert_eq!(evaluator.book.firing().count(), 0);
 
         for _ in 1..records.len() {
-            evaluator.on_received(next(&consumer).await);
+            evaluator
+                .on_received(next(&consumer).await, &shutdown)
+                .await;
         }
+        assert_eq!(
+            registry.fetches_of(id.0),
+            1,
+            "the writer schema is fetched once"
+        );
+        assert_eq!(metrics.invalid_records.get(), 0);
         assert!(evaluator.is_caught_up().await.unwrap());
         evaluator.tick().await;
         assert_eq!(metrics.evaluations.get(), 1);

@@ -31,6 +31,11 @@ mod service;
 pub mod state;
 pub mod webhook;
 
+/// The schema registry double of the `schemas` crate's tests, for the evaluator's.
+#[cfg(test)]
+#[path = "../../schemas/tests/support/mod.rs"]
+mod registry_double;
+
 pub use alertmanager::AlertmanagerSink;
 pub use config::{AlertArgs, AlertConfig, AlertmanagerConfig, PriceTable, WebhookConfig};
 pub use controls::Controls;

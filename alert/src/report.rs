@@ -16,7 +16,9 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use seatwatch_common::kafka::{ServiceContext, Topics};
 use seatwatch_schemas::avro::AvroRecord;
-use seatwatch_schemas::{LicenseKind, LicenseState, Recommendation, UserState};
+use seatwatch_schemas::{
+    Encoder, EncodingError, LicenseKind, LicenseState, Recommendation, UserState,
+};
 use serde::Serialize;
 
 use crate::config::AlertConfig;
@@ -71,7 +73,11 @@ pub async fn read_state(config: &AlertConfig) -> Result<Snapshot, AlertError> {
         .consumer_config("seatwatch-report", "seatwatch-report-unused")?
         .create_with_context(ServiceContext { service: "report" })?;
     let topics = Topics::new(&config.kafka.topic_prefix);
-    tokio::task::spawn_blocking(move || read_blocking(&consumer, &topics))
+    let decoder = Decoder {
+        encoder: Encoder::from_url(config.kafka.schema_registry_url.as_deref())?,
+        runtime: tokio::runtime::Handle::current(),
+    };
+    tokio::task::spawn_blocking(move || read_blocking(&consumer, &topics, &decoder))
         .await
         .map_err(|error| AlertError::Task {
             task: "report",
@@ -79,9 +85,29 @@ pub async fn read_state(config: &AlertConfig) -> Result<Snapshot, AlertError> {
         })?
 }
 
+/// Decodes seat state in either framing from the blocking reader, fetching a Confluent
+/// writer schema from the registry (on the runtime) the first time its id is seen.
+struct Decoder {
+    encoder: Encoder,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Decoder {
+    fn decode<T: AvroRecord>(&self, bytes: &[u8]) -> Result<T, EncodingError> {
+        match self.encoder.decode_cached(bytes) {
+            Err(EncodingError::SchemaNotCached { id }) => {
+                self.runtime.block_on(self.encoder.load_schema(id))?;
+                self.encoder.decode_cached(bytes)
+            }
+            decoded => decoded,
+        }
+    }
+}
+
 fn read_blocking(
     consumer: &BaseConsumer<ServiceContext>,
     topics: &Topics,
+    decoder: &Decoder,
 ) -> Result<Snapshot, AlertError> {
     let deadline = Instant::now() + READ_DEADLINE;
     let wanted = [
@@ -132,19 +158,19 @@ fn read_blocking(
         let topic = message.topic();
         // Records that do not decode are skipped: the alert service counts them.
         if topic == topics.license_state {
-            match payload.map(LicenseState::from_avro) {
+            match payload.map(|bytes| decoder.decode::<LicenseState>(bytes)) {
                 Some(Ok(license)) => snapshot.state.put_license(key, license),
                 Some(Err(_)) => {}
                 None => snapshot.state.remove_license(key),
             }
         } else if topic == topics.user_state {
-            match payload.map(UserState::from_avro) {
+            match payload.map(|bytes| decoder.decode::<UserState>(bytes)) {
                 Some(Ok(user)) => snapshot.state.put_user(key, user),
                 Some(Err(_)) => {}
                 None => snapshot.state.remove_user(key),
             }
         } else if topic == topics.recommendations {
-            match payload.map(Recommendation::from_avro) {
+            match payload.map(|bytes| decoder.decode::<Recommendation>(bytes)) {
                 Some(Ok(rec)) => {
                     snapshot.recommendations.insert(key.to_owned(), rec);
                 }

@@ -48,6 +48,14 @@ pub struct KafkaConfig {
     /// How long the producer may try to deliver a message before reporting failure.
     #[serde(default = "default_message_timeout_ms")]
     pub message_timeout_ms: u64,
+    /// Confluent-compatible schema registry, e.g. `http://registry:8081`. When set,
+    /// transform writes seat state in the Confluent wire format with its schemas registered
+    /// under `<topic>-value`, and alert and `seatwatch report` look up the writer schemas
+    /// of what they read; when absent, seat state is Avro single-object encoded. Known
+    /// shortcut: sync status, alerts and recommendations are single-object encoded either
+    /// way (every seatwatch reader accepts both framings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_registry_url: Option<String>,
     /// Extra librdkafka properties, e.g. `security.protocol = "SASL_SSL"`.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
@@ -82,6 +90,7 @@ impl Default for KafkaConfig {
             replication_factor: default_replication(),
             create_topics: true,
             message_timeout_ms: default_message_timeout_ms(),
+            schema_registry_url: None,
             properties: BTreeMap::new(),
             secret_properties: BTreeMap::new(),
         }
