@@ -37,6 +37,32 @@ pub struct TransformConfig {
     /// snapshot) may overshoot it by those.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// How outputs and input offsets are committed: `at_least_once` (the default) or
+    /// `transactional`, which needs a broker with Kafka transactions (tansu 0.6 has none).
+    #[serde(default)]
+    pub delivery: Delivery,
+}
+
+/// How transform commits what it has done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Offsets are committed after every output before them is acknowledged; a crash
+    /// between the two replays, so outputs may repeat (the compacted topics absorb that).
+    #[default]
+    AtLeastOnce,
+    /// The outputs of each flush and the input offsets they make safe are committed in
+    /// one Kafka transaction: `read_committed` consumers see each output once.
+    Transactional,
+}
+
+impl Delivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::AtLeastOnce => "at_least_once",
+            Delivery::Transactional => "transactional",
+        }
+    }
 }
 
 fn default_group_id() -> String {
@@ -63,6 +89,7 @@ impl Default for TransformConfig {
             listen_addr: default_listen_addr(),
             flush_interval_ms: default_flush_interval_ms(),
             max_in_flight: default_max_in_flight(),
+            delivery: Delivery::default(),
         }
     }
 }
@@ -165,6 +192,33 @@ mod tests {
         assert_eq!(config.listen_addr.port(), 0);
         assert_eq!(config.kafka.bootstrap_servers, "b:1");
         assert_eq!(config.group_id, "g");
+    }
+
+    #[test]
+    fn the_schema_registry_is_optional_and_set_from_the_environment() {
+        let args = TransformArgs::default();
+        assert_eq!(args.load().unwrap().kafka.schema_registry_url, None);
+
+        // No other test reads this variable, so setting it here races with nothing.
+        std::env::set_var(
+            "SEATWATCH_KAFKA__SCHEMA_REGISTRY_URL",
+            "http://127.0.0.1:8081",
+        );
+        let loaded = args.load();
+        std::env::remove_var("SEATWATCH_KAFKA__SCHEMA_REGISTRY_URL");
+        let url = loaded.unwrap().kafka.schema_registry_url;
+        assert_eq!(url.as_deref(), Some("http://127.0.0.1:8081"));
+    }
+
+    #[test]
+    fn delivery_defaults_to_at_least_once_and_reads_transactional() {
+        assert_eq!(TransformConfig::default().delivery, Delivery::AtLeastOnce);
+        let file = file("delivery = \"transactional\"\n");
+        let args = TransformArgs {
+            config: Some(file.path().into()),
+            ..TransformArgs::default()
+        };
+        assert_eq!(args.load().unwrap().delivery, Delivery::Transactional);
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub mod pipeline;
 pub mod processor;
 pub mod validate;
 
-pub use config::{TransformArgs, TransformConfig};
+pub use config::{Delivery, TransformArgs, TransformConfig};
 pub use metrics::Metrics;
 pub use pipeline::{run, run_with, TransformError};
-pub use processor::{Input, Output, Processor, Target};
+pub use processor::{Input, Output, Processor, StateEncoder, Target};

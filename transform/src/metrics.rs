@@ -61,9 +61,11 @@ pub struct Metrics {
     tombstones: IntCounterVec,
     dlq: IntCounterVec,
     commits: IntCounter,
+    transactions: IntCounter,
     commit_failures: IntCounter,
     receive_errors: IntCounter,
     in_flight: IntGauge,
+    assigned_partitions: IntGauge,
     flush_seconds: Histogram,
 }
 
@@ -113,6 +115,10 @@ impl Metrics {
                 "seatwatch_transform_commits_total",
                 "Successful consumer offset commits.",
             )?,
+            transactions: IntCounter::new(
+                "seatwatch_transform_transactions_total",
+                "Kafka transactions committed (transactional delivery only).",
+            )?,
             commit_failures: IntCounter::new(
                 "seatwatch_transform_commit_failures_total",
                 "Offset commits the broker refused; retried at the next flush.",
@@ -124,6 +130,10 @@ impl Metrics {
             in_flight: IntGauge::new(
                 "seatwatch_transform_in_flight",
                 "Outputs handed to the producer and not yet acknowledged.",
+            )?,
+            assigned_partitions: IntGauge::new(
+                "seatwatch_transform_assigned_partitions",
+                "Partitions of the raw topic this instance owns, as of its last flush.",
             )?,
             flush_seconds: Histogram::with_opts(
                 HistogramOpts::new(
@@ -145,9 +155,11 @@ impl Metrics {
         registry.register(Box::new(self.tombstones.clone()))?;
         registry.register(Box::new(self.dlq.clone()))?;
         registry.register(Box::new(self.commits.clone()))?;
+        registry.register(Box::new(self.transactions.clone()))?;
         registry.register(Box::new(self.commit_failures.clone()))?;
         registry.register(Box::new(self.receive_errors.clone()))?;
         registry.register(Box::new(self.in_flight.clone()))?;
+        registry.register(Box::new(self.assigned_partitions.clone()))?;
         registry.register(Box::new(self.flush_seconds.clone()))?;
         Ok(())
     }
@@ -209,6 +221,10 @@ impl Metrics {
         self.commits.inc();
     }
 
+    pub fn transaction_committed(&self) {
+        self.transactions.inc();
+    }
+
     pub fn commit_failed(&self) {
         self.commit_failures.inc();
     }
@@ -219,6 +235,11 @@ impl Metrics {
 
     pub fn set_in_flight(&self, count: usize) {
         self.in_flight.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_assigned_partitions(&self, count: usize) {
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        self.assigned_partitions.set(count);
     }
 
     pub fn flush_seconds(&self) -> &Histogram {

@@ -10,6 +10,14 @@
 //! pipeline without committing; the restart replays from the last commit (at least once:
 //! outputs may repeat, and the compacted state topics absorb that).
 //!
+//! With `delivery = "transactional"` each flush is one Kafka transaction instead: the outputs
+//! produced since the last flush and the input offsets they make safe are committed together
+//! (`send_offsets_to_transaction` with the consumer's group metadata, so a member fenced by a
+//! rebalance cannot commit), and `read_committed` consumers see each output once. Any
+//! failure in a transaction stops the pipeline: the transaction is aborted, and a restart
+//! replays from the last committed one. The broker must support transactions; tansu 0.6
+//! does not (it lacks `EndTxn`), librdkafka's mock cluster and Kafka do.
+//!
 //! Rebalances: librdkafka runs rebalance callbacks inside `recv`, on this task. A revoked
 //! partition's state is dropped and its offsets are no longer committed here; what was
 //! processed since the last flush is replayed by its next owner. The cooperative-sticky
@@ -17,6 +25,15 @@
 //! place during a rebalance. That state lives only in memory, so a partition that arrives
 //! here (at start or by rebalance) begins without the memory of earlier snapshots: its first
 //! full snapshot tombstones nothing (the processor's module says what would fix that).
+//!
+//! Framing: seat state is Avro single-object encoded, or, with `kafka.schema_registry_url`,
+//! in the Confluent wire format with both state schemas registered (subject
+//! `<topic>-value`) before the first event is read; the ids are kept, so encoding does no
+//! I/O.
+//!
+//! Readiness: `/readyz` turns ready once the topics are checked, the schemas registered and
+//! the clients created, and follows the Kafka cluster from then on (a watchdog asks it for
+//! metadata every few seconds), so a transform cut off from its broker reports why.
 //!
 //! Output partitions are chosen by org with `partition_for`, from the partition counts read
 //! at start; a topic grown while transform runs is picked up at the next start.
@@ -34,18 +51,19 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use seatwatch_common::http::{self, Health};
 use seatwatch_common::kafka::{self, ServiceContext, Topics};
 use seatwatch_common::secret::SecretError;
 use seatwatch_common::shutdown::DRAIN_DEADLINE;
 use seatwatch_common::Shutdown;
+use seatwatch_schemas::{Encoder, EncodingError, LicenseState, UserState};
 use tokio::time::{self, Instant};
 
-use crate::config::TransformConfig;
+use crate::config::{Delivery, TransformConfig};
 use crate::metrics::{self, Metrics};
-use crate::processor::{Input, Output, Processor, Target};
+use crate::processor::{Input, Output, Processor, StateEncoder, Target};
 
 /// The name transform's Kafka clients and log lines go by.
 const SERVICE: &str = "seatwatch-transform";
@@ -63,6 +81,11 @@ pub enum TransformError {
     Secret(#[from] SecretError),
     #[error("{0}")]
     Topics(#[from] kafka::TopicError),
+    #[error(
+        "cannot use the schema registry: {0}; check kafka.schema_registry_url, or leave it out \
+         to write single-object encoding"
+    )]
+    Registry(#[from] EncodingError),
 
     // The broker; restarting retries, and replays from the last commit.
     #[error("cannot create the Kafka {client}: {source}; check the kafka settings")]
@@ -82,6 +105,17 @@ pub enum TransformError {
         topic: &'static str,
         source: KafkaError,
     },
+    #[error(
+        "transactional delivery failed to {step}: {source}; the open transaction is aborted \
+         and a restart replays from the last committed one (does the broker support \
+         transactions? otherwise set delivery = \"at_least_once\")"
+    )]
+    Transaction {
+        step: &'static str,
+        source: KafkaError,
+    },
+    #[error("the consumer has no group metadata to commit offsets in a transaction with")]
+    NoGroupMetadata,
 
     // This program.
     #[error("cannot register metrics: {0}")]
@@ -127,6 +161,12 @@ pub async fn run_with(
     };
     let outputs = OutputTopics::new(&topics, &partitions);
 
+    // With a registry, the state schemas are registered before anything is encoded.
+    health.set_not_ready("registering schemas");
+    let Some(encoder) = state_encoder(&config, &topics, &shutdown).await? else {
+        return Ok(());
+    };
+
     let consumer = create_consumer(&config)?;
     consumer
         .subscribe(&[&topics.raw])
@@ -135,11 +175,24 @@ pub async fn run_with(
             source,
         })?;
     let producer = create_producer(&config)?;
+    if config.delivery == Delivery::Transactional {
+        start_transactions(&producer).await?;
+    }
     health.set_ready();
-    tracing::info!(topic = %topics.raw, group = %config.group_id, "transform started");
+    let stop_watchdog = shutdown.child_token();
+    let watchdog = tokio::spawn({
+        let (kafka, health, stop) = (config.kafka.clone(), health.clone(), stop_watchdog.clone());
+        async move { kafka::watch_broker(&kafka, "transform", health, stop).await }
+    });
+    tracing::info!(
+        topic = %topics.raw,
+        group = %config.group_id,
+        delivery = config.delivery.as_str(),
+        "transform started"
+    );
 
     let mut pipeline = Pipeline {
-        processor: Processor::new(topics.raw.clone(), metrics.clone()),
+        processor: Processor::with_encoder(topics.raw.clone(), metrics.clone(), encoder),
         consumer: Arc::new(consumer),
         producer,
         outputs,
@@ -150,9 +203,15 @@ pub async fn run_with(
         committed: BTreeMap::new(),
         flush_interval: Duration::from_millis(config.flush_interval_ms.max(1)),
         max_in_flight: config.max_in_flight.max(1),
+        delivery: config.delivery,
+        transaction_has_outputs: false,
     };
     let result = pipeline.run(&shutdown).await;
     pipeline.close().await;
+    stop_watchdog.cancel();
+    if let Ok(Err(error)) = watchdog.await {
+        tracing::warn!(%error, "the broker watchdog could not start");
+    }
     match &result {
         Ok(()) => health.set_not_ready("stopped"),
         Err(error) => health.set_not_ready(format!("stopped: {error}")),
@@ -160,17 +219,96 @@ pub async fn run_with(
     result
 }
 
+/// The longest pause between two attempts to reach the schema registry at start.
+const MAX_REGISTRY_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The seat-state encoder the configuration asks for: single-object encoding, or with
+/// `kafka.schema_registry_url` the Confluent wire format, after registering both state
+/// schemas under the topic-name strategy (`<topic>-value`). An unreachable or busy registry
+/// is retried with backoff until shutdown (`None`); a refusal (an incompatible schema, a
+/// bad URL) is fatal.
+async fn state_encoder(
+    config: &TransformConfig,
+    topics: &Topics,
+    shutdown: &Shutdown,
+) -> Result<Option<StateEncoder>, TransformError> {
+    let url = config.kafka.schema_registry_url.as_deref();
+    let encoder = Encoder::from_url(url).map_err(EncodingError::from)?;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let registered = async {
+            encoder
+                .register::<LicenseState>(&topics.license_state)
+                .await?;
+            encoder.register::<UserState>(&topics.user_state).await
+        };
+        let result = tokio::select! {
+            () = shutdown.cancelled() => return Ok(None),
+            result = registered => result,
+        };
+        match result {
+            Ok(_) => break,
+            Err(error) if error.is_retriable() => {
+                tracing::warn!(%error, retry_in_ms = backoff.as_millis(), "schema registry");
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(None),
+                    () = time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_REGISTRY_BACKOFF);
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    if let Some(url) = url {
+        tracing::info!(registry = url, "seat state in the Confluent wire format");
+    }
+    let (licenses, users) = (topics.license_state.clone(), topics.user_state.clone());
+    Ok(Some(StateEncoder::new(encoder, licenses, users)))
+}
+
+/// How long one transactional call (init, send offsets, commit, abort) may block.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The producer; with transactional delivery it has a transactional id unique to this
+/// process (fencing of stale members comes from the consumer group metadata sent with the
+/// offsets, not from the id).
 fn create_producer(
     config: &TransformConfig,
 ) -> Result<FutureProducer<ServiceContext>, TransformError> {
-    config
-        .kafka
-        .producer_config(SERVICE)?
+    let mut client_config = config.kafka.producer_config(SERVICE)?;
+    if config.delivery == Delivery::Transactional {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let id = format!("{}-{}-{started}", config.group_id, std::process::id());
+        client_config.set("transactional.id", id);
+    }
+    client_config
         .create_with_context(ServiceContext { service: SERVICE })
         .map_err(|source| TransformError::Client {
             client: "producer",
             source,
         })
+}
+
+/// Registers the producer's transactional id with the broker and opens the first
+/// transaction. Both block, so they run on the blocking pool.
+async fn start_transactions(
+    producer: &FutureProducer<ServiceContext>,
+) -> Result<(), TransformError> {
+    let producer = producer.clone();
+    let started = tokio::task::spawn_blocking(move || {
+        producer
+            .init_transactions(TRANSACTION_TIMEOUT)
+            .map_err(|source| ("initialise transactions", source))?;
+        producer
+            .begin_transaction()
+            .map_err(|source| ("begin a transaction", source))
+    })
+    .await
+    .unwrap_or(Err(("start transactions", KafkaError::Canceled)));
+    started.map_err(|(step, source)| TransformError::Transaction { step, source })
 }
 
 /// A consumer of the raw topic. The cooperative-sticky assignor is the default (unless the
@@ -286,6 +424,9 @@ struct Pipeline {
     committed: BTreeMap<i32, i64>,
     flush_interval: Duration,
     max_in_flight: usize,
+    delivery: Delivery,
+    /// Whether outputs were produced in the open transaction (transactional delivery).
+    transaction_has_outputs: bool,
 }
 
 impl Pipeline {
@@ -354,6 +495,7 @@ impl Pipeline {
                 topic: label,
                 source,
             })?;
+        self.transaction_has_outputs = true;
         self.in_flight.push(Pending {
             delivery,
             topic: label,
@@ -395,16 +537,20 @@ impl Pipeline {
             self.metrics.acknowledged(pending.topic, pending.tombstone);
         }
         self.metrics.set_in_flight(0);
-        self.commit().await;
+        if let Ok(assignment) = self.consumer.assignment() {
+            self.metrics.set_assigned_partitions(assignment.count());
+        }
+        match self.delivery {
+            Delivery::AtLeastOnce => self.commit().await,
+            Delivery::Transactional => self.commit_transaction().await?,
+        }
         timer.observe_duration();
         Ok(())
     }
 
-    /// Commits, per owned partition, the offset a restart must resume from, if it moved.
-    ///
-    /// A refused commit is not fatal: nothing is lost, the next flush commits again, and
-    /// until then a restart would only replay more.
-    async fn commit(&mut self) {
+    /// The offset a restart must resume each owned partition from, where it moved since
+    /// the last commit: as a list to commit, and as pairs to remember once committed.
+    fn moved_offsets(&self) -> (TopicPartitionList, Vec<(i32, i64)>) {
         let mut list = TopicPartitionList::new();
         let mut moved = Vec::new();
         for (&partition, &last) in &self.processed {
@@ -417,6 +563,64 @@ impl Pipeline {
                 }
             }
         }
+        (list, moved)
+    }
+
+    /// Commits the open transaction with the offsets its outputs make safe, then opens the
+    /// next one. Nothing to commit leaves the transaction open; any failure is fatal.
+    async fn commit_transaction(&mut self) -> Result<(), TransformError> {
+        let (list, moved) = self.moved_offsets();
+        if moved.is_empty() && !self.transaction_has_outputs {
+            return Ok(());
+        }
+        let group = if moved.is_empty() {
+            None
+        } else {
+            let metadata = self.consumer.group_metadata();
+            Some(metadata.ok_or(TransformError::NoGroupMetadata)?)
+        };
+
+        // Each call blocks until the transaction coordinator answers.
+        let producer = self.producer.clone();
+        let committed = tokio::task::spawn_blocking(move || {
+            if let Some(group) = group {
+                producer
+                    .send_offsets_to_transaction(&list, &group, TRANSACTION_TIMEOUT)
+                    .map_err(|source| ("send the offsets", source))?;
+            }
+            producer
+                .commit_transaction(TRANSACTION_TIMEOUT)
+                .map_err(|source| ("commit", source))?;
+            producer
+                .begin_transaction()
+                .map_err(|source| ("begin the next transaction", source))
+        })
+        .await
+        .unwrap_or(Err(("run the commit", KafkaError::Canceled)));
+
+        match committed {
+            Ok(()) => {
+                self.metrics.transaction_committed();
+                if !moved.is_empty() {
+                    self.metrics.committed();
+                }
+                self.committed.extend(moved);
+                self.transaction_has_outputs = false;
+                Ok(())
+            }
+            Err((step, source)) => {
+                self.metrics.commit_failed();
+                Err(TransformError::Transaction { step, source })
+            }
+        }
+    }
+
+    /// Commits, per owned partition, the offset a restart must resume from, if it moved.
+    ///
+    /// A refused commit is not fatal: nothing is lost, the next flush commits again, and
+    /// until then a restart would only replay more.
+    async fn commit(&mut self) {
+        let (list, moved) = self.moved_offsets();
         if moved.is_empty() {
             return;
         }
@@ -459,14 +663,25 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Leaves the consumer group and stops the producer. Both block while librdkafka says
-    /// goodbye to the broker (the producer drops what it still holds: never anything
-    /// committed), so they run on the blocking pool.
+    /// Aborts an open transaction, leaves the consumer group and stops the producer. Each
+    /// blocks while librdkafka talks to the broker (the producer drops what it still holds:
+    /// never anything committed), so they run on the blocking pool.
     async fn close(self) {
         let Pipeline {
-            consumer, producer, ..
+            consumer,
+            producer,
+            delivery,
+            ..
         } = self;
-        let closed = tokio::task::spawn_blocking(move || drop((consumer, producer))).await;
+        let closed = tokio::task::spawn_blocking(move || {
+            // A transaction left open by a failure is aborted now rather than holding back
+            // read_committed consumers until the broker times it out.
+            if delivery == Delivery::Transactional {
+                let _ = producer.abort_transaction(TRANSACTION_TIMEOUT);
+            }
+            drop((consumer, producer))
+        })
+        .await;
         if let Err(error) = closed {
             tracing::warn!(%error, "closing the Kafka clients failed");
         }

@@ -37,24 +37,25 @@
 //! partition's committed offset until ingest syncs that object of that org again; a bound on
 //! how far an open snapshot may trail would be the fix.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
-use seatwatch_schemas::avro::AvroRecord;
 use seatwatch_schemas::records::{license_key, user_key};
 use seatwatch_schemas::salesforce::{
     PackageLicenseRecord, PermissionSetLicenseAssignRecord, PermissionSetLicenseRecord, RecordId,
     UserLicenseRecord, UserPackageLicenseRecord, UserRecord,
 };
 use seatwatch_schemas::{
-    EnvelopeKind, LicenseKind, LicenseState, RawEnvelope, SfObject, SnapshotEnd, SnapshotMode,
-    UserState,
+    Encoder, EncodingError, EnvelopeKind, LicenseKind, LicenseState, SfObject, SnapshotEnd,
+    SnapshotMode, UserState,
 };
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
 use crate::dlq::{self, ErrorClass, Rejection, Source};
 use crate::metrics::{Metrics, SnapshotOutcome};
 use crate::normalize::{self, Observed};
-use crate::validate;
+use crate::validate::{self, Envelope};
 
 /// One event read from the raw topic.
 #[derive(Clone, Copy, Debug)]
@@ -121,6 +122,7 @@ pub struct Processor {
     /// The raw topic's name, for dead-letter headers.
     source_topic: String,
     metrics: Metrics,
+    encoder: StateEncoder,
     orgs: BTreeMap<String, OrgState>,
 }
 
@@ -169,18 +171,10 @@ impl Assignment {
 /// A record event whose envelope is valid, on its way to a typed record.
 struct RecordEvent<'a> {
     input: &'a Input<'a>,
-    envelope: &'a RawEnvelope,
+    envelope: &'a Envelope<'a>,
     /// The record's JSON as Salesforce returned it.
     raw: &'a str,
-}
-
-impl RecordEvent<'_> {
-    /// The typed record, if it parses and the event's key names its id.
-    fn parse<T: DeserializeOwned>(&self, id: impl Fn(&T) -> &str) -> Result<T, Rejection> {
-        let record: T = validate::parse_record(self.envelope.object, self.raw)?;
-        check_key(self.input.key, &self.envelope.key(Some(id(&record))))?;
-        Ok(record)
-    }
+    metrics: &'a Metrics,
 }
 
 /// One object's snapshot of one sync, from its first record to its end marker.
@@ -212,11 +206,22 @@ impl OpenSnapshot {
 }
 
 impl Processor {
-    /// A processor with no state. `source_topic` is the raw topic's full name.
+    /// A processor with no state writing Avro single-object encoding. `source_topic` is
+    /// the raw topic's full name.
     pub fn new(source_topic: impl Into<String>, metrics: Metrics) -> Self {
+        Self::with_encoder(source_topic, metrics, StateEncoder::single_object())
+    }
+
+    /// A processor with no state writing seat state with `encoder`.
+    pub fn with_encoder(
+        source_topic: impl Into<String>,
+        metrics: Metrics,
+        encoder: StateEncoder,
+    ) -> Self {
         Self {
             source_topic: source_topic.into(),
             metrics,
+            encoder,
             orgs: BTreeMap::new(),
         }
     }
@@ -229,11 +234,20 @@ impl Processor {
             Err(rejection) => return vec![self.dead_letter(&input, None, None, rejection)],
         };
 
-        let org = self.orgs.entry(envelope.org_id.clone()).or_default();
+        // The org id is copied only the first time the org is seen.
+        if !self.orgs.contains_key(&*envelope.org_id) {
+            self.orgs
+                .insert(envelope.org_id.to_string(), OrgState::default());
+        }
+        let Some(org) = self.orgs.get_mut(&*envelope.org_id) else {
+            unreachable!("the org was inserted above");
+        };
         org.partition = input.partition;
         let processed = match envelope.kind {
-            EnvelopeKind::Record => org.on_record(&input, &envelope, &self.metrics),
-            EnvelopeKind::SnapshotEnd => org.on_snapshot_end(&input, &envelope, &self.metrics),
+            EnvelopeKind::Record => org.on_record(&input, &envelope, &self.metrics, &self.encoder),
+            EnvelopeKind::SnapshotEnd => {
+                org.on_snapshot_end(&input, &envelope, &self.metrics, &self.encoder)
+            }
         };
 
         match processed {
@@ -242,7 +256,7 @@ impl Processor {
                 outputs
             }
             Err(rejection) => {
-                let org = Some(envelope.org_id.as_str());
+                let org = Some(&*envelope.org_id);
                 vec![self.dead_letter(&input, org, Some(envelope.object), rejection)]
             }
         }
@@ -316,28 +330,21 @@ impl OrgState {
     fn on_record(
         &mut self,
         input: &Input<'_>,
-        envelope: &RawEnvelope,
+        envelope: &Envelope<'_>,
         metrics: &Metrics,
+        encoder: &StateEncoder,
     ) -> Result<Vec<Output>, Rejection> {
-        let Some(raw) = envelope.record.as_deref().map(|r| r.get()) else {
+        let Some(raw) = envelope.record.map(RawValue::get) else {
             return Err(invalid_envelope(
                 "field record is missing, and kind is record",
             ));
         };
 
-        // Count the record before judging it, so a bad record still protects its id from
-        // a tombstone and the snapshot's completeness can be checked at its end.
-        let id = serde_json::from_str::<RecordId<'_>>(raw).ok().map(|r| r.id);
-        let snapshot = self.open_snapshot(input, envelope, metrics);
-        if let Some(id) = id {
-            snapshot.records += 1;
-            snapshot.seen.insert(id.into_owned());
-        }
-
         let event = RecordEvent {
             input,
             envelope,
             raw,
+            metrics,
         };
         let observed = Observed {
             org_id: &envelope.org_id,
@@ -346,34 +353,63 @@ impl OrgState {
         };
         match envelope.object {
             SfObject::UserLicense => {
-                let record = event.parse(|r: &UserLicenseRecord| &r.id)?;
-                license_output(normalize::user_license(observed, &record))
+                let record = self.parse(&event, |r: &UserLicenseRecord| &r.id)?;
+                encoder.license_output(normalize::user_license(observed, &record))
             }
             SfObject::PermissionSetLicense => {
-                let record = event.parse(|r: &PermissionSetLicenseRecord| &r.id)?;
-                license_output(normalize::permission_set_license(observed, &record))
+                let record = self.parse(&event, |r: &PermissionSetLicenseRecord| &r.id)?;
+                encoder.license_output(normalize::permission_set_license(observed, &record))
             }
             SfObject::PackageLicense => {
-                let record = event.parse(|r: &PackageLicenseRecord| &r.id)?;
-                license_output(normalize::package_license(observed, &record)?)
+                let record = self.parse(&event, |r: &PackageLicenseRecord| &r.id)?;
+                encoder.license_output(normalize::package_license(observed, &record)?)
             }
             SfObject::PermissionSetLicenseAssign => {
-                let r = event.parse(|r: &PermissionSetLicenseAssignRecord| &r.id)?;
+                let r = self.parse(&event, |r: &PermissionSetLicenseAssignRecord| &r.id)?;
                 let row = Assignment::new(r.assignee_id, r.permission_set_license_id, r.is_revoked);
                 self.buffer(envelope.object, r.id, row);
                 Ok(Vec::new())
             }
             SfObject::UserPackageLicense => {
-                let r = event.parse(|r: &UserPackageLicenseRecord| &r.id)?;
+                let r = self.parse(&event, |r: &UserPackageLicenseRecord| &r.id)?;
                 let row = Assignment::new(r.user_id, r.package_license_id, r.is_revoked);
                 self.buffer(envelope.object, r.id, row);
                 Ok(Vec::new())
             }
             SfObject::User => {
-                let record = event.parse(|r: &UserRecord| &r.id)?;
-                self.on_user(observed, &record)
+                let record = self.parse(&event, |r: &UserRecord| &r.id)?;
+                self.on_user(observed, &record, encoder)
             }
         }
+    }
+
+    /// The event's typed record, if it parses and the event's key names its id.
+    ///
+    /// The record is counted in its object's open snapshot before it is judged, so a bad
+    /// record still protects its id from a tombstone and the snapshot's completeness can be
+    /// checked at its end. The id comes from the typed record; only when that does not parse
+    /// is the JSON read a second time for the id alone.
+    fn parse<T: DeserializeOwned>(
+        &mut self,
+        event: &RecordEvent<'_>,
+        id: impl Fn(&T) -> &str,
+    ) -> Result<T, Rejection> {
+        let parsed = validate::parse_record::<T>(event.envelope.object, event.raw);
+        let readable_id = match &parsed {
+            Ok(record) => Some(Cow::Borrowed(id(record))),
+            Err(_) => serde_json::from_str::<RecordId<'_>>(event.raw)
+                .ok()
+                .map(|r| r.id),
+        };
+        let snapshot = self.open_snapshot(event.input, event.envelope, event.metrics);
+        if let Some(readable_id) = readable_id {
+            snapshot.records += 1;
+            snapshot.seen.insert(readable_id.into_owned());
+        }
+
+        let record = parsed?;
+        check_key(event.input.key, event.envelope, Some(id(&record)))?;
+        Ok(record)
     }
 
     /// Publishes a user with the licences their assignments give them right now.
@@ -381,12 +417,18 @@ impl OrgState {
         &mut self,
         observed: Observed<'_>,
         record: &UserRecord,
+        encoder: &StateEncoder,
     ) -> Result<Vec<Output>, Rejection> {
         let permission_sets = self.holdings(SfObject::PermissionSetLicenseAssign, &record.id);
         let packages = self.holdings(SfObject::UserPackageLicense, &record.id);
         let state = normalize::user_state(observed, record, permission_sets, packages);
-        let output = user_output(&state)?;
-        self.users.insert(record.id.clone(), state);
+        let output = encoder.user_output(&state)?;
+        match self.users.get_mut(&record.id) {
+            Some(known) => *known = state,
+            None => {
+                self.users.insert(record.id.clone(), state);
+            }
+        }
         Ok(vec![output])
     }
 
@@ -395,7 +437,7 @@ impl OrgState {
     fn open_snapshot(
         &mut self,
         input: &Input<'_>,
-        envelope: &RawEnvelope,
+        envelope: &Envelope<'_>,
         metrics: &Metrics,
     ) -> &mut OpenSnapshot {
         let object = envelope.object;
@@ -445,15 +487,16 @@ impl OrgState {
     fn on_snapshot_end(
         &mut self,
         input: &Input<'_>,
-        envelope: &RawEnvelope,
+        envelope: &Envelope<'_>,
         metrics: &Metrics,
+        encoder: &StateEncoder,
     ) -> Result<Vec<Output>, Rejection> {
         let Some(end) = envelope.snapshot.as_ref() else {
             return Err(invalid_envelope(
                 "field snapshot is missing, and kind is snapshot_end",
             ));
         };
-        check_key(input.key, &envelope.key(None))?;
+        check_key(input.key, envelope, None)?;
 
         let object = envelope.object;
         let current = self.open.get(&object).map(|s| s.sync_id.as_str());
@@ -466,11 +509,11 @@ impl OrgState {
             .unwrap_or_else(|| OpenSnapshot::new(&envelope.sync_id, input.partition, input.offset));
         let full = snapshot_outcome(object, envelope, end, &snapshot, metrics);
 
-        let org_id = envelope.org_id.as_str();
+        let org_id = &*envelope.org_id;
         match (object, license_kind(object)) {
             (_, Some(kind)) => Ok(self.close_licenses(org_id, object, kind, snapshot, full)),
             (SfObject::User, None) => Ok(self.close_users(org_id, snapshot, full)),
-            (_, None) => self.close_assignments(org_id, object, snapshot, full),
+            (_, None) => self.close_assignments(object, snapshot, full, encoder),
         }
     }
 
@@ -521,21 +564,17 @@ impl OrgState {
     /// re-publishes every known user whose licences changed.
     fn close_assignments(
         &mut self,
-        org_id: &str,
         object: SfObject,
         snapshot: OpenSnapshot,
         full: bool,
+        encoder: &StateEncoder,
     ) -> Result<Vec<Output>, Rejection> {
         let assignments = self.assignments.entry(object).or_default();
         if full {
-            // Rows that arrived but were dead-lettered keep their previous value.
-            let mut rows: BTreeMap<String, Assignment> = snapshot
-                .seen
-                .iter()
-                .filter_map(|id| Some((id.clone(), assignments.rows.get(id)?.clone())))
-                .collect();
-            rows.extend(snapshot.buffered);
-            assignments.rows = rows;
+            // Rows the snapshot lacks go; rows that arrived but were dead-lettered keep
+            // their previous value. Kept in place: no row is copied.
+            assignments.rows.retain(|id, _| snapshot.seen.contains(id));
+            assignments.rows.extend(snapshot.buffered);
         } else {
             assignments.rows.extend(snapshot.buffered);
         }
@@ -557,8 +596,7 @@ impl OrgState {
                 SfObject::UserPackageLicense => state.package_licenses = held,
                 _ => state.permission_set_licenses = held,
             }
-            let value = encode(&*state)?;
-            outputs.push(Output::state(Target::UserState, org_id, state.key(), value));
+            outputs.push(encoder.user_output(state)?);
         }
         Ok(outputs)
     }
@@ -567,7 +605,7 @@ impl OrgState {
 /// Decides whether a snapshot is a complete full one, counting and logging the outcome.
 fn snapshot_outcome(
     object: SfObject,
-    envelope: &RawEnvelope,
+    envelope: &Envelope<'_>,
     end: &SnapshotEnd,
     snapshot: &OpenSnapshot,
     metrics: &Metrics,
@@ -613,25 +651,53 @@ fn license_kind(object: SfObject) -> Option<LicenseKind> {
     }
 }
 
-fn license_output(state: LicenseState) -> Result<Vec<Output>, Rejection> {
-    let value = encode(&state)?;
-    let output = Output::state(Target::LicenseState, &state.org_id, state.key(), value);
-    Ok(vec![output])
+/// How seat state is framed: Avro single-object encoding, or the Confluent wire format
+/// with the schema ids registered for the two state topics. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct StateEncoder {
+    encoder: Encoder,
+    license_topic: String,
+    user_topic: String,
 }
 
-fn user_output(state: &UserState) -> Result<Output, Rejection> {
-    let value = encode(state)?;
-    Ok(Output::state(
-        Target::UserState,
-        &state.org_id,
-        state.key(),
-        value,
-    ))
+impl StateEncoder {
+    /// Single-object encoding, needing no registry and no topic names.
+    pub fn single_object() -> Self {
+        Self::new(Encoder::single_object(), String::new(), String::new())
+    }
+
+    /// Encodes with `encoder`; with a registry, `LicenseState` must be registered for
+    /// `license_topic` and `UserState` for `user_topic` (full names) before the first event.
+    pub fn new(encoder: Encoder, license_topic: String, user_topic: String) -> Self {
+        Self {
+            encoder,
+            license_topic,
+            user_topic,
+        }
+    }
+
+    fn license_output(&self, state: LicenseState) -> Result<Vec<Output>, Rejection> {
+        let value = encode(self.encoder.encode(&self.license_topic, &state))?;
+        let output = Output::state(Target::LicenseState, &state.org_id, state.key(), value);
+        Ok(vec![output])
+    }
+
+    fn user_output(&self, state: &UserState) -> Result<Output, Rejection> {
+        let value = encode(self.encoder.encode(&self.user_topic, state))?;
+        Ok(Output::state(
+            Target::UserState,
+            &state.org_id,
+            state.key(),
+            value,
+        ))
+    }
 }
 
-fn encode<T: AvroRecord>(value: &T) -> Result<Vec<u8>, Rejection> {
-    value.to_avro().map_err(|error| {
-        tracing::error!(%error, "seat state does not fit its own schema");
+/// An encoding failure as a dead letter: the state does not fit its schema, or (a
+/// configuration bug) its schema was not registered for the topic.
+fn encode(encoded: Result<Vec<u8>, EncodingError>) -> Result<Vec<u8>, Rejection> {
+    encoded.map_err(|error| {
+        tracing::error!(%error, "seat state cannot be encoded");
         let message = format!("the seat state built from this record does not encode: {error}");
         Rejection::new(ErrorClass::EncodeFailed, message)
     })
@@ -641,10 +707,18 @@ fn invalid_envelope(message: &str) -> Rejection {
     Rejection::new(ErrorClass::InvalidEnvelope, message)
 }
 
-/// Checks the event's key against the one its envelope implies.
-fn check_key(key: Option<&[u8]>, expected: &str) -> Result<(), Rejection> {
+/// Checks the event's key against the one its envelope implies (`org/object/record-id`,
+/// or `org/object` for an end marker), building that key only to explain a mismatch.
+fn check_key(
+    key: Option<&[u8]>,
+    envelope: &Envelope<'_>,
+    record_id: Option<&str>,
+) -> Result<(), Rejection> {
+    if key.is_some_and(|key| key_matches(key, envelope, record_id)) {
+        return Ok(());
+    }
+    let expected = envelope.key(record_id);
     match key {
-        Some(key) if key == expected.as_bytes() => Ok(()),
         Some(key) => {
             let shown: String = String::from_utf8_lossy(key).chars().take(200).collect();
             let message = format!("the key is {shown:?}, but the envelope implies {expected:?}");
@@ -655,6 +729,27 @@ fn check_key(key: Option<&[u8]>, expected: &str) -> Result<(), Rejection> {
             Err(Rejection::new(ErrorClass::KeyMismatch, message))
         }
     }
+}
+
+/// Whether `key` is the envelope's segments joined with `/`, compared in place.
+fn key_matches(key: &[u8], envelope: &Envelope<'_>, record_id: Option<&str>) -> bool {
+    let segments = [&*envelope.org_id, envelope.object.as_str()]
+        .into_iter()
+        .chain(record_id);
+    let mut rest = key;
+    for (index, segment) in segments.enumerate() {
+        if index > 0 {
+            match rest.split_first() {
+                Some((b'/', tail)) => rest = tail,
+                _ => return false,
+            }
+        }
+        match rest.strip_prefix(segment.as_bytes()) {
+            Some(tail) => rest = tail,
+            None => return false,
+        }
+    }
+    rest.is_empty()
 }
 
 /// The org segment of a raw key (`org/object/id`), for placing a dead letter whose

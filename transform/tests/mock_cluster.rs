@@ -287,6 +287,7 @@ async fn a_small_org_becomes_seat_state_and_a_dead_letter() {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
         flush_interval_ms: 50,
         max_in_flight: 1_000,
+        ..TransformConfig::default()
     };
     let shutdown = Shutdown::new();
     let transform = tokio::spawn(run(config.clone(), shutdown.clone()));

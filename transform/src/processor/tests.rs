@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use prometheus::Registry;
-use seatwatch_schemas::{LicenseStatus, SnapshotEnd};
+use seatwatch_schemas::avro::AvroRecord;
+use seatwatch_schemas::{LicenseStatus, RawEnvelope, SnapshotEnd};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
@@ -946,4 +947,19 @@ fn a_dead_letter_too_large_for_the_broker_keeps_its_head_and_says_so() {
         header(letter, HEADER_TRUNCATED_FROM),
         huge.len().to_string()
     );
+}
+
+#[test]
+fn keys_are_compared_segment_by_segment() {
+    let bytes = SYNC_1.envelope(SfObject::UserLicense, Some(&json!({"Id": "100"})), None);
+    let envelope: Envelope<'_> = serde_json::from_slice(&bytes).unwrap();
+    let matches = |key: &str, id| key_matches(key.as_bytes(), &envelope, id);
+    assert!(matches(&format!("{ORG}/UserLicense/100"), Some("100")));
+    assert!(matches(&format!("{ORG}/UserLicense"), None));
+    assert!(!matches(&format!("{ORG}/UserLicense/1000"), Some("100")));
+    assert!(!matches(&format!("{ORG}/UserLicense/100/x"), Some("100")));
+    assert!(!matches(&format!("{ORG}/UserLicenseX/100"), Some("100")));
+    assert!(!matches(&format!("{ORG}UserLicense/100"), Some("100")));
+    assert!(!matches(&format!("{ORG}/UserLicense/"), None));
+    assert!(!matches("", None));
 }

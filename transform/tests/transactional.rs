@@ -1,0 +1,124 @@
+//! transform's delivery modes on librdkafka's in-process mock cluster (tansu 0.6 cannot run
+//! the transactional one: it lacks Kafka's `EndTxn`), each test printing which mode ran.
+//!
+//! With `delivery = "transactional"` transform commits Kafka transactions carrying both the
+//! outputs and the input offsets; with `at_least_once` it commits none and stores the
+//! offsets in the group. The mock cluster's transactions are shallow (librdkafka 2.12: no
+//! commit markers in partitions, offsets sent in a transaction checked but not stored), so
+//! the transactional test reads transform's own counts of committed transactions and of
+//! committed offset sets, which move only when the coordinator accepted `EndTxn` after
+//! `TxnOffsetCommit`; the at-least-once test reads the group's offset from the broker.
+
+mod support;
+
+use prometheus::Registry;
+use rdkafka::mocking::MockCluster;
+use seatwatch_common::http::Health;
+use seatwatch_common::kafka::{KafkaConfig, Topics};
+use seatwatch_common::Shutdown;
+use seatwatch_schemas::SfObject;
+use seatwatch_transform::{run_with, Delivery, TransformConfig};
+use support::*;
+
+const ORG: &str = "00D5g000004XyZwEAK";
+const LICENSES: usize = 5;
+
+/// Runs transform in `delivery` mode over one org's licences until every state record is
+/// readable (`read_committed`) and the input offsets are committed; returns how many
+/// records were read and how many transactions transform committed.
+async fn run_in(delivery: Delivery) -> (usize, f64) {
+    let cluster = MockCluster::new(1).unwrap();
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let prefix = format!("tx-{run_id}.");
+    let topics = Topics::new(&prefix);
+    for spec in topics.specs() {
+        cluster.create_topic(&spec.name, 1, 1).unwrap();
+    }
+    let kafka_config = KafkaConfig {
+        bootstrap_servers: cluster.bootstrap_servers(),
+        topic_prefix: prefix,
+        create_topics: false,
+        ..KafkaConfig::default()
+    };
+
+    let sync = Sync { org: ORG, id: "s1" };
+    let mut events: Vec<Event> = (0..LICENSES)
+        .map(|n| {
+            let id = format!("1005g000000000{n}AAA");
+            sync.record(SfObject::UserLicense, &user_license(&id, 10, n as i64))
+        })
+        .collect();
+    events.push(sync.incremental_end(SfObject::UserLicense, LICENSES as u64));
+    produce(&kafka_config, &topics.raw, 0, &events).await;
+
+    let config = TransformConfig {
+        kafka: kafka_config.clone(),
+        group_id: format!("tx-transform-{run_id}"),
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        flush_interval_ms: 50,
+        delivery,
+        ..TransformConfig::default()
+    };
+    let shutdown = Shutdown::new();
+    let registry = Registry::new();
+    let transform = {
+        let (config, shutdown, registry) = (config.clone(), shutdown.clone(), registry.clone());
+        tokio::spawn(async move { run_with(config, shutdown, &registry, Health::new()).await })
+    };
+
+    // Consumers of this crate read committed data only, so these outputs were committed.
+    let mut reader = OutputReader::new(&kafka_config, &[(&topics.license_state, 1)]);
+    reader
+        .read_until("every licence's state", |got| got.len() >= LICENSES)
+        .await;
+    match delivery {
+        Delivery::AtLeastOnce => {
+            let end = events.len() as i64;
+            await_commit(&kafka_config, &config.group_id, &topics.raw, 0, end).await;
+        }
+        Delivery::Transactional => await_committed_offsets(&registry).await,
+    }
+
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(PATIENCE, transform).await.unwrap();
+    assert!(stopped.unwrap().is_ok(), "transform stops cleanly");
+
+    let transactions = counter(&registry, "seatwatch_transform_transactions_total");
+    (reader.received.len(), transactions)
+}
+
+/// The value of a counter transform registered.
+fn counter(registry: &Registry, name: &str) -> f64 {
+    let families = registry.gather();
+    let family = families.iter().find(|f| f.name() == name);
+    family.map_or(0.0, |f| f.get_metric()[0].get_counter().get_value())
+}
+
+/// Waits until transform has committed a set of input offsets at least once.
+async fn await_committed_offsets(registry: &Registry) {
+    let commits = || counter(registry, "seatwatch_transform_commits_total");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while commits() < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no transaction with offsets committed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_delivery_commits_outputs_and_offsets_in_transactions() {
+    let (records, transactions) = run_in(Delivery::Transactional).await;
+    println!("delivery mode: transactional; {records} records in {transactions} transactions");
+    assert_eq!(records, LICENSES);
+    assert!(transactions >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_delivery_commits_offsets_without_transactions() {
+    let (records, transactions) = run_in(Delivery::AtLeastOnce).await;
+    println!("delivery mode: at_least_once; {records} records, {transactions} transactions");
+    assert_eq!(records, LICENSES);
+    assert_eq!(transactions, 0.0);
+}
