@@ -1,0 +1,533 @@
+//! Benchmark: how fast transform turns raw envelopes into seat state.
+//!
+//! Prints, in one run:
+//! 1. In memory, on one core: raw JSON envelope -> normalised record -> Avro bytes through
+//!    transform's `Processor`, in events per second, over full syncs of generated orgs with
+//!    the object mix of a real org (per user: one `User`, about one and a half
+//!    permission-set licence assignments, half a package licence assignment; a few dozen
+//!    licence pools per org).
+//! 2. Through a broker (librdkafka's in-process mock cluster on loopback): the same events
+//!    already in the raw topic; the time until transform, as its own process
+//!    (`seatwatch transform`), has produced every output, against a plain consume->produce
+//!    copier of the same events through the same broker with the same client settings.
+//! 3. The peak RSS of that transform process.
+//!
+//! Run: `cargo bench --bench transform_throughput` (a release build). Sizes:
+//! `SEATWATCH_BENCH_ORGS` (default 10) orgs of `SEATWATCH_BENCH_USERS` (default 5,000)
+//! users each, every org synced twice (the second sync changes nothing, as most do).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus::Registry;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use seatwatch_common::kafka::{self, KafkaConfig, Topics};
+use seatwatch_schemas::{EnvelopeKind, RawEnvelope, SfObject, SnapshotEnd, SnapshotMode};
+use seatwatch_transform::{Input, Metrics, Processor, Target};
+use serde_json::json;
+use serde_json::value::RawValue;
+
+/// Partitions of every topic in the broker part.
+const PARTITIONS: i32 = 6;
+/// How long one in-memory measurement runs at least.
+const MIN_MEASURE: Duration = Duration::from_secs(2);
+
+/// One raw event as ingest writes it, with the partition its org maps to.
+struct Event {
+    key: String,
+    value: Vec<u8>,
+    partition: i32,
+}
+
+/// Writes the events of one org's syncs.
+struct OrgWriter<'a> {
+    org: &'a str,
+    sync: String,
+    events: &'a mut Vec<Event>,
+}
+
+impl OrgWriter<'_> {
+    fn envelope(
+        &self,
+        object: SfObject,
+        record: Option<String>,
+        end: Option<SnapshotEnd>,
+    ) -> Vec<u8> {
+        let kind = match end {
+            Some(_) => EnvelopeKind::SnapshotEnd,
+            None => EnvelopeKind::Record,
+        };
+        let envelope = RawEnvelope {
+            org_id: self.org.into(),
+            sync_id: self.sync.clone(),
+            object,
+            fetched_at: "2024-05-01T12:00:00Z".parse().unwrap(),
+            api_version: "62.0".into(),
+            kind,
+            record: record.map(|r| RawValue::from_string(r).unwrap()),
+            snapshot: end,
+        };
+        serde_json::to_vec(&envelope).unwrap()
+    }
+
+    /// A full snapshot of `object`: its records, then its end marker.
+    fn snapshot(&mut self, object: SfObject, records: Vec<serde_json::Value>) {
+        let partition = kafka::partition_for(self.org, PARTITIONS);
+        let count = records.len() as u64;
+        for record in records {
+            let id = record["Id"].as_str().unwrap().to_owned();
+            let value = self.envelope(object, Some(record.to_string()), None);
+            let key = format!("{}/{object}/{id}", self.org);
+            self.events.push(Event {
+                key,
+                value,
+                partition,
+            });
+        }
+        let end = SnapshotEnd {
+            mode: SnapshotMode::Full,
+            records: count,
+        };
+        let value = self.envelope(object, None, Some(end));
+        let key = format!("{}/{object}", self.org);
+        self.events.push(Event {
+            key,
+            value,
+            partition,
+        });
+    }
+}
+
+/// An 18-character Salesforce-like id: a 3-character prefix and a number.
+fn sf_id(prefix: &str, org: usize, n: usize) -> String {
+    format!("{prefix}{org:03}{n:09}AAA")
+}
+
+fn attributes(object: &str, id: &str) -> serde_json::Value {
+    json!({"type": object, "url": format!("/services/data/v62.0/sobjects/{object}/{id}")})
+}
+
+/// Two full syncs of `orgs` orgs of `users` users each, org after org.
+fn generate(orgs: usize, users: usize) -> Vec<Event> {
+    let mut events = Vec::new();
+    for org_index in 0..orgs {
+        let org = format!("00D{org_index:012}AAA");
+        for sync in ["sync-1", "sync-2"] {
+            let mut writer = OrgWriter {
+                org: &org,
+                sync: format!("{sync}-{org_index}"),
+                events: &mut events,
+            };
+            write_org_sync(&mut writer, org_index, users);
+        }
+    }
+    events
+}
+
+fn write_org_sync(writer: &mut OrgWriter<'_>, org: usize, users: usize) {
+    let user_licenses: Vec<_> = (0..12)
+        .map(|n| {
+            let id = sf_id("100", org, n);
+            json!({
+                "attributes": attributes("UserLicense", &id), "Id": id,
+                "Name": format!("Licence {n}"), "MasterLabel": format!("Licence {n}"),
+                "LicenseDefinitionKey": format!("KEY_{n}"), "Status": "Active",
+                "TotalLicenses": users, "UsedLicenses": users / 12,
+            })
+        })
+        .collect();
+    let permission_set_licenses: Vec<_> = (0..25)
+        .map(|n| {
+            let id = sf_id("0PL", org, n);
+            json!({
+                "attributes": attributes("PermissionSetLicense", &id), "Id": id,
+                "DeveloperName": format!("Psl{n}"), "MasterLabel": format!("Permission set {n}"),
+                "PermissionSetLicenseKey": format!("PSL_{n}"), "Status": "Active",
+                "TotalLicenses": users, "UsedLicenses": users / 25,
+                "ExpirationDate": "2026-12-31",
+            })
+        })
+        .collect();
+    let package_licenses: Vec<_> = (0..10)
+        .map(|n| {
+            let id = sf_id("050", org, n);
+            json!({
+                "attributes": attributes("PackageLicense", &id), "Id": id,
+                "NamespacePrefix": format!("pkg{n}"), "Status": "Active",
+                "AllowedLicenses": if n == 0 { -1 } else { 500 }, "UsedLicenses": 120,
+                "ExpirationDate": "2026-12-31T00:00:00.000+0000",
+            })
+        })
+        .collect();
+    let assignments: Vec<_> = (0..users * 3 / 2)
+        .map(|n| {
+            let id = sf_id("2LA", org, n);
+            json!({
+                "attributes": attributes("PermissionSetLicenseAssign", &id), "Id": id,
+                "AssigneeId": sf_id("005", org, n % users),
+                "PermissionSetLicenseId": sf_id("0PL", org, n % 25),
+                "IsRevoked": false,
+            })
+        })
+        .collect();
+    let package_assignments: Vec<_> = (0..users / 2)
+        .map(|n| {
+            let id = sf_id("044", org, n);
+            json!({
+                "attributes": attributes("UserPackageLicense", &id), "Id": id,
+                "UserId": sf_id("005", org, n * 2),
+                "PackageLicenseId": sf_id("050", org, n % 10),
+                "IsRevoked": false,
+            })
+        })
+        .collect();
+    let user_records: Vec<_> = (0..users)
+        .map(|n| {
+            let id = sf_id("005", org, n);
+            let license = n % 12;
+            json!({
+                "attributes": attributes("User", &id), "Id": id,
+                "Username": format!("user{n}@org{org}.example.com"),
+                "IsActive": n % 10 != 0, "UserType": "Standard",
+                "LastLoginDate": "2024-04-28T09:15:00.000+0000",
+                "Profile": {
+                    "Name": "Standard User",
+                    "UserLicenseId": sf_id("100", org, license),
+                    "UserLicense": {
+                        "Name": format!("Licence {license}"),
+                        "LicenseDefinitionKey": format!("KEY_{license}"),
+                    },
+                },
+            })
+        })
+        .collect();
+
+    writer.snapshot(SfObject::UserLicense, user_licenses);
+    writer.snapshot(SfObject::PermissionSetLicense, permission_set_licenses);
+    writer.snapshot(SfObject::PackageLicense, package_licenses);
+    writer.snapshot(SfObject::PermissionSetLicenseAssign, assignments);
+    writer.snapshot(SfObject::UserPackageLicense, package_assignments);
+    writer.snapshot(SfObject::User, user_records);
+}
+
+/// Outputs per target of one pass of the processor over `events`.
+type Counts = BTreeMap<&'static str, usize>;
+
+fn target_name(target: Target) -> &'static str {
+    match target {
+        Target::LicenseState => "license-state",
+        Target::UserState => "user-state",
+        Target::Dlq => "dlq",
+    }
+}
+
+/// One pass of a fresh processor over every event; returns the outputs per target and the
+/// processor, so that dropping its state is not timed.
+fn process_all(raw_topic: &str, events: &[Event]) -> (Counts, Processor) {
+    let metrics = Metrics::new(&Registry::new()).unwrap();
+    let mut processor = Processor::new(raw_topic, metrics);
+    let mut counts = Counts::new();
+    let mut offsets: BTreeMap<i32, i64> = BTreeMap::new();
+    for event in events {
+        let offset = offsets.entry(event.partition).or_default();
+        let input = Input {
+            partition: event.partition,
+            offset: *offset,
+            key: Some(event.key.as_bytes()),
+            value: Some(&event.value),
+        };
+        *offset += 1;
+        for output in processor.process(input) {
+            *counts.entry(target_name(output.target)).or_default() += 1;
+        }
+    }
+    (counts, processor)
+}
+
+/// Part 1: events per second through the processor alone, on this thread.
+fn in_memory(raw_topic: &str, events: &[Event]) -> Counts {
+    let mut best = f64::MAX;
+    let mut passes = 0;
+    let started = Instant::now();
+    let mut counts = Counts::new();
+    let mut state_growth_kib = 0;
+    while started.elapsed() < MIN_MEASURE || passes < 3 {
+        let rss_before = rss_kib();
+        let pass = Instant::now();
+        let (pass_counts, processor) = process_all(raw_topic, events);
+        best = best.min(pass.elapsed().as_secs_f64());
+        state_growth_kib = state_growth_kib.max(rss_kib() - rss_before);
+        drop(processor);
+        counts = pass_counts;
+        passes += 1;
+    }
+    let bytes: usize = events.iter().map(|e| e.value.len()).sum();
+    println!(
+        "in memory: {} events ({} MB of JSON) -> {counts:?}",
+        events.len(),
+        bytes / 1_000_000
+    );
+    println!(
+        "in memory: best of {passes} passes {:.3} s = {:.0} events/s ({:.2} us/event) on one core",
+        best,
+        events.len() as f64 / best,
+        best * 1e6 / events.len() as f64
+    );
+    println!(
+        "in memory: the processor's state for these orgs grows the resident set by {} MiB",
+        state_growth_kib / 1024
+    );
+    counts
+}
+
+/// This process's resident set now, in KiB.
+fn rss_kib() -> i64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: i64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|field| field.parse().ok())
+        .unwrap_or(0);
+    pages * 4
+}
+
+fn main() {
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let orgs = env("SEATWATCH_BENCH_ORGS", 10);
+    let users = env("SEATWATCH_BENCH_USERS", 5_000);
+    let events = generate(orgs, users);
+    let prefix = "bench.";
+    let topics = Topics::new(prefix);
+
+    let counts = in_memory(&topics.raw, &events);
+    if std::env::var_os("SEATWATCH_BENCH_MEMORY_ONLY").is_some() {
+        return;
+    }
+    through_broker(&topics, &events, &counts);
+}
+
+/// Part 2 and 3: transform as its own process against a copier, through one broker.
+fn through_broker(topics: &Topics, events: &[Event], counts: &Counts) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cluster = MockCluster::new(1).unwrap();
+    let copy_topic = format!("{}.copy", topics.raw);
+    for spec in topics.specs() {
+        cluster.create_topic(&spec.name, PARTITIONS, 1).unwrap();
+    }
+    cluster.create_topic(&copy_topic, PARTITIONS, 1).unwrap();
+    let kafka_config = KafkaConfig {
+        bootstrap_servers: cluster.bootstrap_servers(),
+        topic_prefix: "bench.".into(),
+        create_topics: false,
+        ..KafkaConfig::default()
+    };
+
+    let loaded = Instant::now();
+    runtime.block_on(load_raw_topic(&kafka_config, &topics.raw, events));
+    println!(
+        "broker: librdkafka mock cluster on loopback, {PARTITIONS} partitions per topic; \
+         {} events loaded into the raw topic in {:.2} s",
+        events.len(),
+        loaded.elapsed().as_secs_f64()
+    );
+
+    // The copier: the same events, the same client settings, no processing.
+    let watcher = Watcher::new(&kafka_config);
+    let copier = runtime.spawn(copy(
+        kafka_config.clone(),
+        topics.raw.clone(),
+        copy_topic.clone(),
+    ));
+    let copied = watcher.until(&[copy_topic.as_str()], events.len(), || {
+        assert!(!copier.is_finished(), "the copier stopped early");
+    });
+    runtime.block_on(async { copier.abort() });
+    report("copier   ", events.len(), events.len(), &copied);
+
+    // transform, as the `seatwatch transform` process.
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("transform.toml");
+    write!(
+        std::fs::File::create(&config_path).unwrap(),
+        "group_id = \"bench-transform\"\nlisten_addr = \"127.0.0.1:0\"\n\
+         [kafka]\nbootstrap_servers = \"{}\"\ntopic_prefix = \"bench.\"\n\
+         create_topics = false\n",
+        kafka_config.bootstrap_servers
+    )
+    .unwrap();
+    let expected: usize = counts.values().sum();
+    let outputs = [
+        topics.license_state.as_str(),
+        topics.user_state.as_str(),
+        topics.dlq.as_str(),
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_seatwatch"))
+        .arg("transform")
+        .arg("--config")
+        .arg(&config_path)
+        .env("SEATWATCH_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let transformed = watcher.until(&outputs, expected, || {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("transform exited early with {status}");
+        }
+    });
+    // SAFETY: kill(2) on the child this function spawned and has not reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    report("transform", events.len(), expected, &transformed);
+    println!(
+        "transform / copier: {:.2}x the copier's rate (goal >= 0.9x); transform exited {status}",
+        copied.total.as_secs_f64() / transformed.total.as_secs_f64()
+    );
+    println!("transform peak RSS: {} MiB", children_peak_rss_kib() / 1024);
+}
+
+/// Writes every event to its org's partition of the raw topic, without awaiting each send.
+async fn load_raw_topic(kafka_config: &KafkaConfig, raw_topic: &str, events: &[Event]) {
+    let producer: FutureProducer = kafka_config
+        .producer_config("bench-loader")
+        .unwrap()
+        .create()
+        .unwrap();
+    let mut pending = Vec::with_capacity(events.len());
+    for event in events {
+        let record = FutureRecord::to(raw_topic)
+            .partition(event.partition)
+            .key(&event.key)
+            .payload(&event.value);
+        pending.push(kafka::enqueue(&producer, record).await.unwrap());
+    }
+    for delivery in pending {
+        kafka::delivered(delivery).await.unwrap();
+    }
+}
+
+/// A plain consume->produce copier with transform's client settings: reads the raw topic
+/// in a consumer group and writes each event unchanged to the same partition of `to`,
+/// awaiting acknowledgements in batches as transform does.
+async fn copy(kafka_config: KafkaConfig, from: String, to: String) {
+    let consumer: StreamConsumer = kafka_config
+        .consumer_config("bench-copier", "bench-copier")
+        .unwrap()
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&from]).unwrap();
+    let producer: FutureProducer = kafka_config
+        .producer_config("bench-copier")
+        .unwrap()
+        .create()
+        .unwrap();
+    let mut in_flight = Vec::new();
+    loop {
+        let message = consumer.recv().await.unwrap();
+        let mut record = FutureRecord::<[u8], [u8]>::to(&to).partition(message.partition());
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        if let Some(value) = message.payload() {
+            record = record.payload(value);
+        }
+        in_flight.push(kafka::enqueue(&producer, record).await.unwrap());
+        if in_flight.len() >= 50_000 {
+            for delivery in in_flight.drain(..) {
+                kafka::delivered(delivery).await.unwrap();
+            }
+        }
+    }
+}
+
+/// When the outputs of one run appeared.
+struct Timing {
+    /// From the start of the run to the first output.
+    first: Duration,
+    /// From the start of the run to the last output.
+    total: Duration,
+}
+
+fn report(who: &str, inputs: usize, outputs: usize, timing: &Timing) {
+    let steady = timing.total.saturating_sub(timing.first).as_secs_f64();
+    println!(
+        "{who}: {inputs} events -> {outputs} outputs in {:.2} s = {:.0} events/s \
+         (first output after {:.2} s, consumer group join included; {:.0} events/s after it)",
+        timing.total.as_secs_f64(),
+        inputs as f64 / timing.total.as_secs_f64(),
+        timing.first.as_secs_f64(),
+        inputs as f64 / steady.max(1e-9),
+    );
+}
+
+/// Watches the high watermarks of output topics.
+struct Watcher {
+    consumer: Arc<BaseConsumer>,
+}
+
+impl Watcher {
+    fn new(kafka_config: &KafkaConfig) -> Self {
+        let consumer = kafka_config.client_config().unwrap().create().unwrap();
+        Self {
+            consumer: Arc::new(consumer),
+        }
+    }
+
+    /// Messages in `topics` right now.
+    fn count(&self, topics: &[&str]) -> usize {
+        let mut total = 0;
+        for topic in topics {
+            for partition in 0..PARTITIONS {
+                let (low, high) = self
+                    .consumer
+                    .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                    .unwrap();
+                total += (high - low) as usize;
+            }
+        }
+        total
+    }
+
+    /// Polls until `topics` hold `expected` messages, calling `check_running` (which panics
+    /// when the writer died) between polls; panics after ten minutes.
+    fn until(&self, topics: &[&str], expected: usize, mut check_running: impl FnMut()) -> Timing {
+        let started = Instant::now();
+        let mut first = None;
+        loop {
+            let count = self.count(topics);
+            if count > 0 && first.is_none() {
+                first = Some(started.elapsed());
+            }
+            if count >= expected {
+                return Timing {
+                    first: first.unwrap_or_default(),
+                    total: started.elapsed(),
+                };
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "only {count} of {expected} outputs after ten minutes"
+            );
+            check_running();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Peak resident set of the children waited for so far, in KiB.
+fn children_peak_rss_kib() -> i64 {
+    // SAFETY: getrusage only writes into the struct passed to it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    usage.ru_maxrss
+}
