@@ -22,9 +22,26 @@
 //! partition's state is dropped and its offsets are no longer committed here; what was
 //! processed since the last flush is replayed by its next owner. The cooperative-sticky
 //! assignor (unless configured otherwise) keeps the other partitions, and their state, in
-//! place during a rebalance. That state lives only in memory, so a partition that arrives
-//! here (at start or by rebalance) begins without the memory of earlier snapshots: its first
-//! full snapshot tombstones nothing (the processor's module says what would fix that).
+//! place during a rebalance.
+//!
+//! Restoring: before it subscribes to the raw topic, transform reads `seats.license-state`
+//! and `seats.user-state` (every partition, from the low to the high watermark of that
+//! moment, outside any consumer group) and seeds the processor with every licence and user
+//! they hold, so the first full snapshot after a restart tombstones what it lacks (see the
+//! processor's module). A value that does not decode, or a key that is not a state key, is
+//! logged and skipped; readiness says "restoring state" meanwhile, and shutdown stops the
+//! read. The restored state is kept for the partitions of this instance's first
+//! assignment and dropped for the others (at that first assignment, and for any partition
+//! assigned later, before its first event: by then another instance may have published for
+//! it, and stale memory would be worse than none).
+//!
+//! Known limitations: state is restored for every org, not only those of the raw
+//! partitions this instance will own (which it cannot know before joining the group), so
+//! until the first assignment memory holds all orgs' licences and users. A partition that
+//! moves to an instance already running, by a rebalance, is not restored: its orgs begin
+//! there without memory, so a licence or user that vanishes in their first full snapshot on
+//! that instance gets no tombstone (as before restoring existed), and that gap stays until
+//! the instance owning the partition restarts and restores it.
 //!
 //! Framing: seat state is Avro single-object encoded, or, with `kafka.schema_registry_url`,
 //! in the Confluent wire format with both state schemas registered (subject
@@ -38,7 +55,7 @@
 //! Output partitions are chosen by org with `partition_for`, from the partition counts read
 //! at start; a topic grown while transform runs is picked up at the next start.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,12 +75,13 @@ use seatwatch_common::kafka::{self, ServiceContext, Topics};
 use seatwatch_common::secret::SecretError;
 use seatwatch_common::shutdown::DRAIN_DEADLINE;
 use seatwatch_common::Shutdown;
+use seatwatch_schemas::avro::AvroRecord;
 use seatwatch_schemas::{Encoder, EncodingError, LicenseState, UserState};
 use tokio::time::{self, Instant};
 
 use crate::config::{Delivery, TransformConfig};
 use crate::metrics::{self, Metrics};
-use crate::processor::{Input, Output, Processor, StateEncoder, Target};
+use crate::processor::{self, Input, Output, Processor, StateEncoder, Target};
 
 /// The name transform's Kafka clients and log lines go by.
 const SERVICE: &str = "seatwatch-transform";
@@ -95,6 +113,11 @@ pub enum TransformError {
     },
     #[error("cannot subscribe to {topic}: {source}")]
     Subscribe { topic: String, source: KafkaError },
+    #[error(
+        "cannot restore seat state from {topic}: {source}; a restart tries again (check that \
+         transform may read the state topics)"
+    )]
+    Restore { topic: String, source: KafkaError },
     #[error("consuming failed fatally: {0}; restart to rejoin the group")]
     Consume(KafkaError),
     #[error(
@@ -167,6 +190,22 @@ pub async fn run_with(
         return Ok(());
     };
 
+    // What was published before this start, so that the first full snapshots can remove
+    // what they lack.
+    health.set_not_ready("restoring state");
+    let raw_partitions = partitions.get(&topics.raw).copied().unwrap_or(1);
+    let processor = Processor::with_encoder(topics.raw.clone(), metrics.clone(), encoder.clone());
+    let restore = Restore {
+        config: &config,
+        topics: &topics,
+        raw_partitions,
+        encoder,
+        metrics: metrics.clone(),
+    };
+    let Some(processor) = restore.run(processor, &shutdown).await? else {
+        return Ok(());
+    };
+
     let consumer = create_consumer(&config)?;
     consumer
         .subscribe(&[&topics.raw])
@@ -192,7 +231,8 @@ pub async fn run_with(
     );
 
     let mut pipeline = Pipeline {
-        processor: Processor::with_encoder(topics.raw.clone(), metrics.clone(), encoder),
+        processor,
+        restored: (0..raw_partitions).collect(),
         consumer: Arc::new(consumer),
         producer,
         outputs,
@@ -324,6 +364,7 @@ fn create_consumer(
     let context = TransformContext {
         inner: ServiceContext { service: SERVICE },
         revoked: Mutex::new(Vec::new()),
+        assigned: Mutex::new(None),
     };
     client_config
         .create_with_context(context)
@@ -333,16 +374,26 @@ fn create_consumer(
         })
 }
 
-/// The consumer's context: [`ServiceContext`]'s logging, plus a note of every revoked
-/// partition for the pipeline to act on after `recv` returns.
+/// The consumer's context: [`ServiceContext`]'s logging, plus a note of every revoked and
+/// assigned partition for the pipeline to act on after `recv` returns.
 struct TransformContext {
     inner: ServiceContext,
     revoked: Mutex<Vec<i32>>,
+    /// Partitions assigned since the pipeline last looked; `Some` once any assignment
+    /// (even an empty one) arrived.
+    assigned: Mutex<Option<Vec<i32>>>,
 }
 
 impl TransformContext {
     fn take_revoked(&self) -> Vec<i32> {
         std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn take_assigned(&self) -> Option<Vec<i32>> {
+        self.assigned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 }
 
@@ -361,6 +412,9 @@ impl ConsumerContext for TransformContext {
         match rebalance {
             Rebalance::Assign(list) => {
                 tracing::info!(service = SERVICE, partitions = list.count(), "assigned");
+                let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+                let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+                assigned.get_or_insert_with(Vec::new).extend(partitions);
             }
             Rebalance::Revoke(list) => {
                 tracing::info!(service = SERVICE, partitions = list.count(), "revoked");
@@ -412,6 +466,9 @@ struct Pending {
 
 struct Pipeline {
     processor: Processor,
+    /// Raw partitions whose state restored at start is still current: all of them until
+    /// the first assignment, none after it.
+    restored: BTreeSet<i32>,
     consumer: Arc<StreamConsumer<TransformContext>>,
     producer: FutureProducer<ServiceContext>,
     outputs: OutputTopics,
@@ -441,6 +498,8 @@ impl Pipeline {
                 () = shutdown.cancelled() => break,
                 received = time::timeout_at(next_flush, consumer.recv()) => received,
             };
+            // Before any event of a newly assigned partition is processed.
+            self.settle_assigned();
             match received {
                 Ok(Ok(message)) => self.handle(&message).await?,
                 Ok(Err(error)) => self.receive_failed(error)?,
@@ -513,6 +572,38 @@ impl Pipeline {
         self.metrics.receive_failed();
         tracing::warn!(%error, "consumer error; librdkafka retries");
         Ok(())
+    }
+
+    /// Acts on partitions assigned during the last `recv`. The state restored at start is
+    /// kept for the partitions of the first assignment and dropped for all others: it would
+    /// be stale for a partition that arrives later, after another instance has published
+    /// for it, and is only memory for a partition this instance does not own.
+    fn settle_assigned(&mut self) {
+        let Some(assigned) = self.consumer.context().take_assigned() else {
+            return;
+        };
+        let first = std::mem::take(&mut self.restored);
+        for partition in &assigned {
+            if !first.contains(partition) {
+                self.processor.revoke(*partition);
+            }
+        }
+        let unowned: Vec<i32> = first
+            .into_iter()
+            .filter(|partition| !assigned.contains(partition))
+            .collect();
+        for partition in &unowned {
+            self.processor.revoke(*partition);
+        }
+        if !unowned.is_empty() {
+            let (licenses, users) = self.processor.remembered();
+            tracing::info!(
+                dropped_partitions = unowned.len(),
+                licenses,
+                users,
+                "restored state of partitions not assigned here dropped"
+            );
+        }
     }
 
     /// Drops the state and offsets of partitions revoked during the last `recv`.
@@ -685,6 +776,269 @@ impl Pipeline {
         if let Err(error) = closed {
             tracing::warn!(%error, "closing the Kafka clients failed");
         }
+    }
+}
+
+/// How long one metadata or watermark request of the restore may block.
+const RESTORE_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long one poll of the restore waits, and so how late it notices shutdown.
+const RESTORE_POLL: Duration = Duration::from_millis(100);
+
+/// Reads the compacted state topics into a processor before it sees any live event.
+struct Restore<'a> {
+    config: &'a TransformConfig,
+    topics: &'a Topics,
+    raw_partitions: i32,
+    encoder: StateEncoder,
+    metrics: Metrics,
+}
+
+/// What a restore read, for its log line.
+#[derive(Debug, Default)]
+struct RestoreCounts {
+    messages: u64,
+    skipped: u64,
+}
+
+impl Restore<'_> {
+    /// Seeds `processor` with both state topics as they are now; `None` on shutdown. The
+    /// reads block, so they run on the blocking pool, polling briefly so that shutdown
+    /// stops them at once (the caller does not wait for them).
+    async fn run(
+        self,
+        mut processor: Processor,
+        shutdown: &Shutdown,
+    ) -> Result<Option<Processor>, TransformError> {
+        let started = Instant::now();
+        let group = format!("{}-restore-unused", self.config.group_id);
+        let consumer: BaseConsumer<ServiceContext> = self
+            .config
+            .kafka
+            .consumer_config(SERVICE, &group)?
+            .create_with_context(ServiceContext { service: SERVICE })
+            .map_err(|source| TransformError::Client {
+                client: "state reader",
+                source,
+            })?;
+        let reader = Reader {
+            consumer,
+            license_topic: self.topics.license_state.clone(),
+            user_topic: self.topics.user_state.clone(),
+            raw_partitions: self.raw_partitions,
+            encoder: self.encoder,
+            runtime: tokio::runtime::Handle::current(),
+            metrics: self.metrics,
+            stop: shutdown.child_token(),
+        };
+        let stop = reader.stop.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let counts = reader.read(&mut processor)?;
+            Ok::<_, TransformError>(counts.map(|counts| (processor, counts)))
+        });
+        let read = tokio::select! {
+            () = shutdown.cancelled() => {
+                stop.cancel();
+                return Ok(None);
+            }
+            read = task => read,
+        };
+        let read = match read {
+            Ok(read) => read?,
+            Err(panicked) => {
+                tracing::error!(error = %panicked, "the state reader failed");
+                return Err(TransformError::Restore {
+                    topic: "the state topics".into(),
+                    source: KafkaError::Canceled,
+                });
+            }
+        };
+        let Some((processor, counts)) = read else {
+            return Ok(None);
+        };
+        let (licenses, users) = processor.remembered();
+        tracing::info!(
+            licenses,
+            users,
+            messages = counts.messages,
+            skipped = counts.skipped,
+            elapsed_ms = started.elapsed().as_millis(),
+            "seat state restored from the state topics"
+        );
+        Ok(Some(processor))
+    }
+}
+
+/// Where each partition being restored ends, by topic and partition.
+type Ends = BTreeMap<(String, i32), i64>;
+
+/// The blocking side of a [`Restore`].
+struct Reader {
+    consumer: BaseConsumer<ServiceContext>,
+    license_topic: String,
+    user_topic: String,
+    raw_partitions: i32,
+    encoder: StateEncoder,
+    runtime: tokio::runtime::Handle,
+    metrics: Metrics,
+    stop: Shutdown,
+}
+
+impl Reader {
+    /// Reads every partition of both topics from its low to its high watermark of now,
+    /// seeding `processor`; `None` if stopped.
+    fn read(&self, processor: &mut Processor) -> Result<Option<RestoreCounts>, TransformError> {
+        let Some(mut ends) = self.assign()? else {
+            return Ok(None);
+        };
+        let mut counts = RestoreCounts::default();
+        while !ends.is_empty() {
+            if self.stop.is_cancelled() {
+                return Ok(None);
+            }
+            let Some(message) = self.consumer.poll(RESTORE_POLL) else {
+                // Nothing came: partitions whose last offsets are transaction markers, which
+                // are never delivered, are done once the position has passed them.
+                self.drop_passed(&mut ends);
+                continue;
+            };
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => {
+                    self.metrics.receive_failed();
+                    tracing::warn!(%error, "reading the state topics; librdkafka retries");
+                    continue;
+                }
+            };
+            let at = (message.topic().to_owned(), message.partition());
+            if ends
+                .get(&at)
+                .is_some_and(|end| message.offset() + 1 >= *end)
+            {
+                ends.remove(&at);
+            }
+            counts.messages += 1;
+            if let Err(reason) = self.apply(processor, &message) {
+                counts.skipped += 1;
+                tracing::warn!(
+                    topic = message.topic(),
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    reason,
+                    "state record skipped while restoring"
+                );
+            }
+        }
+        Ok(Some(counts))
+    }
+
+    /// Assigns every non-empty partition of both topics from its low watermark, returning
+    /// where each ends now; `None` if stopped.
+    fn assign(&self) -> Result<Option<Ends>, TransformError> {
+        let mut assignment = TopicPartitionList::new();
+        let mut ends = BTreeMap::new();
+        for topic in [&self.license_topic, &self.user_topic] {
+            let failed = |source| TransformError::Restore {
+                topic: topic.clone(),
+                source,
+            };
+            let metadata = self
+                .consumer
+                .fetch_metadata(Some(topic), RESTORE_REQUEST_TIMEOUT)
+                .map_err(failed)?;
+            for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+                if self.stop.is_cancelled() {
+                    return Ok(None);
+                }
+                let (low, high) = self
+                    .consumer
+                    .fetch_watermarks(topic, partition.id(), RESTORE_REQUEST_TIMEOUT)
+                    .map_err(failed)?;
+                if high > low {
+                    assignment
+                        .add_partition_offset(topic, partition.id(), Offset::Offset(low))
+                        .map_err(failed)?;
+                    ends.insert((topic.clone(), partition.id()), high);
+                }
+            }
+        }
+        self.consumer
+            .assign(&assignment)
+            .map_err(|source| TransformError::Restore {
+                topic: self.license_topic.clone(),
+                source,
+            })?;
+        Ok(Some(ends))
+    }
+
+    /// Drops from `ends` the partitions whose position reached their end.
+    fn drop_passed(&self, ends: &mut Ends) {
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
+        for element in positions.elements() {
+            let at = (element.topic().to_owned(), element.partition());
+            if let (Offset::Offset(position), Some(end)) = (element.offset(), ends.get(&at)) {
+                if position >= *end {
+                    ends.remove(&at);
+                }
+            }
+        }
+    }
+
+    /// Seeds the processor with one state record, or says why it cannot.
+    fn apply(
+        &self,
+        processor: &mut Processor,
+        message: &BorrowedMessage<'_>,
+    ) -> Result<(), String> {
+        let key = message
+            .key()
+            .map(std::str::from_utf8)
+            .ok_or("the key is null")?
+            .map_err(|_| "the key is not UTF-8")?;
+        let partition_of = |org: &str| kafka::partition_for(org, self.raw_partitions);
+        if message.topic() == self.license_topic {
+            let (org, kind, id) =
+                processor::parse_license_key(key).ok_or("the key is not org/kind/license-id")?;
+            match message.payload() {
+                None => processor.forget_license(org, kind, id),
+                Some(bytes) => {
+                    let state: LicenseState = self.decode(bytes)?;
+                    if state.key() != key {
+                        return Err(format!("the value is keyed {}", state.key()));
+                    }
+                    processor.restore_license(partition_of(org), org, kind, id);
+                }
+            }
+        } else {
+            let (org, id) = processor::parse_user_key(key).ok_or("the key is not org/user-id")?;
+            match message.payload() {
+                None => processor.forget_user(org, id),
+                Some(bytes) => {
+                    let state: UserState = self.decode(bytes)?;
+                    if state.key() != key {
+                        return Err(format!("the value is keyed {}", state.key()));
+                    }
+                    processor.restore_user(partition_of(org), state);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes a value in either framing, fetching a Confluent writer schema from the
+    /// registry (on the runtime) the first time its id is seen.
+    fn decode<T: AvroRecord>(&self, bytes: &[u8]) -> Result<T, String> {
+        let encoder = self.encoder.encoder();
+        let decoded = match encoder.decode_cached(bytes) {
+            Err(EncodingError::SchemaNotCached { id }) => self
+                .runtime
+                .block_on(encoder.load_schema(id))
+                .and_then(|()| encoder.decode_cached(bytes)),
+            decoded => decoded,
+        };
+        decoded.map_err(|error| format!("the value does not decode: {error}"))
     }
 }
 

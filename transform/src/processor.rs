@@ -28,15 +28,24 @@
 //! - Nothing here reads the clock: times come from the events, and maps iterate in key
 //!   order, so the same input always gives the same output bytes.
 //!
-//! Known shortcut: all of this lives in memory. After a restart, or when a partition moves
-//! to another instance, the state of earlier snapshots is gone, so a licence or user that
-//! vanishes in the first full snapshot afterwards gets no tombstone, and a user's
-//! assignment change is only published with the user's next record. Rebuilding the state
-//! from the compacted output topics at assignment time would close that gap. A second one:
-//! an open snapshot that never ends (an org dropped from ingest mid-sync) holds back its
-//! partition's committed offset until ingest syncs that object of that org again; a bound on
-//! how far an open snapshot may trail would be the fix.
-
+//! Restoring: a new processor knows nothing, so before the first live event the pipeline
+//! seeds it with what the compacted state topics hold ([`Processor::restore_license`],
+//! [`Processor::restore_user`], and the `forget_*` pair for tombstones read back). Seeding
+//! emits nothing; afterwards a restored licence or user is treated as published, so the
+//! first complete full snapshot after a restart tombstones the ones it lacks.
+//!
+//! Assignment rows are not restored: the user state carries licence ids, not assignment
+//! ids. A restored user's licence lists are therefore what was last published, and are
+//! corrected in two ways. The first complete full snapshot of an assignment object
+//! re-publishes every restored user whose list of that object's licences differs from the
+//! restored one (losing every licence included). The user's next record re-publishes them
+//! with the licences of the rows seen since the start, as for any user. Incremental (or
+//! incomplete) assignment snapshots before that first full one do not re-publish restored
+//! users: their rows alone would drop the licences held through older rows.
+//!
+//! Known shortcut: an open snapshot that never ends (an org dropped from ingest mid-sync)
+//! holds back its partition's committed offset until ingest syncs that object of that org
+//! again; a bound on how far an open snapshot may trail would be the fix.
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -124,6 +133,8 @@ pub struct Processor {
     metrics: Metrics,
     encoder: StateEncoder,
     orgs: BTreeMap<String, OrgState>,
+    /// Whether a live event has been processed; state is restored only before that.
+    live: bool,
 }
 
 /// What the processor knows about one org.
@@ -135,6 +146,9 @@ struct OrgState {
     licenses: BTreeMap<SfObject, BTreeSet<String>>,
     /// The last published state of each user, by user id.
     users: BTreeMap<String, UserState>,
+    /// Users whose state was restored from the topic and has not been replaced by one of
+    /// their records since: their licence lists may be older than the assignment rows.
+    restored_users: BTreeSet<String>,
     /// Assignment rows per assignment object.
     assignments: BTreeMap<SfObject, Assignments>,
     /// Snapshots whose end marker has not arrived yet, per object.
@@ -148,6 +162,8 @@ struct Assignments {
     rows: BTreeMap<String, Assignment>,
     /// Licence ids per user, revoked rows excluded; derived from `rows`.
     by_user: BTreeMap<String, BTreeSet<String>>,
+    /// Whether a complete full snapshot was applied, so that `rows` holds every row.
+    complete: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -223,12 +239,82 @@ impl Processor {
             metrics,
             encoder,
             orgs: BTreeMap::new(),
+            live: false,
         }
+    }
+
+    /// Remembers a licence read back from the licence-state topic as published, without
+    /// emitting anything. `partition` is the raw-topic partition of the org's events, so
+    /// that [`Processor::revoke`] forgets it with the org. Only before the first live event.
+    pub fn restore_license(
+        &mut self,
+        partition: i32,
+        org_id: &str,
+        kind: LicenseKind,
+        license_id: &str,
+    ) {
+        if let Some(org) = self.restored_org(partition, org_id) {
+            let object = license_object(kind);
+            org.licenses
+                .entry(object)
+                .or_default()
+                .insert(license_id.to_owned());
+        }
+    }
+
+    /// Forgets a licence restored earlier: the topic holds a tombstone for it after all.
+    pub fn forget_license(&mut self, org_id: &str, kind: LicenseKind, license_id: &str) {
+        if self.live {
+            return;
+        }
+        if let Some(org) = self.orgs.get_mut(org_id) {
+            if let Some(ids) = org.licenses.get_mut(&license_object(kind)) {
+                ids.remove(license_id);
+            }
+        }
+    }
+
+    /// Remembers a user read back from the user-state topic as published, without emitting
+    /// anything; a later value of the same user replaces it. Only before the first live
+    /// event.
+    pub fn restore_user(&mut self, partition: i32, state: UserState) {
+        if let Some(org) = self.restored_org(partition, &state.org_id) {
+            org.restored_users.insert(state.user_id.clone());
+            org.users.insert(state.user_id.clone(), state);
+        }
+    }
+
+    /// Forgets a user restored earlier: the topic holds a tombstone for them after all.
+    pub fn forget_user(&mut self, org_id: &str, user_id: &str) {
+        if self.live {
+            return;
+        }
+        if let Some(org) = self.orgs.get_mut(org_id) {
+            org.users.remove(user_id);
+            org.restored_users.remove(user_id);
+        }
+    }
+
+    /// The org to restore into, created on `partition` if new; `None` once live events
+    /// have been processed, when restoring would mix old state into newer.
+    fn restored_org(&mut self, partition: i32, org_id: &str) -> Option<&mut OrgState> {
+        debug_assert!(
+            !self.live,
+            "state is restored only before the first live event"
+        );
+        if self.live {
+            tracing::error!(org_id, "state restored after live events is ignored");
+            return None;
+        }
+        let org = self.orgs.entry(org_id.to_owned()).or_default();
+        org.partition = partition;
+        Some(org)
     }
 
     /// Processes one event, returning what to produce, in order. Never fails: what cannot
     /// be processed comes back as a dead letter.
     pub fn process(&mut self, input: Input<'_>) -> Vec<Output> {
+        self.live = true;
         let envelope = match validate::parse_envelope(input.value) {
             Ok(envelope) => envelope,
             Err(rejection) => return vec![self.dead_letter(&input, None, None, rejection)],
@@ -271,6 +357,14 @@ impl Processor {
             .filter(|snapshot| snapshot.partition == partition)
             .map(|snapshot| snapshot.first_offset)
             .fold(last_processed + 1, i64::min)
+    }
+
+    /// How many licences and users are remembered as published, over every org.
+    pub fn remembered(&self) -> (usize, usize) {
+        self.orgs.values().fold((0, 0), |(licenses, users), org| {
+            let org_licenses: usize = org.licenses.values().map(BTreeSet::len).sum();
+            (licenses + org_licenses, users + org.users.len())
+        })
     }
 
     /// Forgets every org of `partition`, which another instance now owns.
@@ -423,6 +517,7 @@ impl OrgState {
         let packages = self.holdings(SfObject::UserPackageLicense, &record.id);
         let state = normalize::user_state(observed, record, permission_sets, packages);
         let output = encoder.user_output(&state)?;
+        self.restored_users.remove(&record.id);
         match self.users.get_mut(&record.id) {
             Some(known) => *known = state,
             None => {
@@ -555,13 +650,16 @@ impl OrgState {
         gone.into_iter()
             .map(|id| {
                 self.users.remove(&id);
+                self.restored_users.remove(&id);
                 Output::tombstone(Target::UserState, org_id, user_key(org_id, &id))
             })
             .collect()
     }
 
     /// Applies the buffered assignment rows (replacing all rows for a full snapshot) and
-    /// re-publishes every known user whose licences changed.
+    /// re-publishes every known user whose licences changed. Restored users are compared
+    /// with their restored licences at the first complete full snapshot, and left alone by
+    /// the partial snapshots before it (see the module documentation).
     fn close_assignments(
         &mut self,
         object: SfObject,
@@ -570,32 +668,46 @@ impl OrgState {
         encoder: &StateEncoder,
     ) -> Result<Vec<Output>, Rejection> {
         let assignments = self.assignments.entry(object).or_default();
+        let first_full = full && !assignments.complete;
         if full {
             // Rows the snapshot lacks go; rows that arrived but were dead-lettered keep
             // their previous value. Kept in place: no row is copied.
             assignments.rows.retain(|id, _| snapshot.seen.contains(id));
             assignments.rows.extend(snapshot.buffered);
+            assignments.complete = true;
         } else {
             assignments.rows.extend(snapshot.buffered);
         }
+        let complete = assignments.complete;
         let before = std::mem::replace(&mut assignments.by_user, index(&assignments.rows));
 
         let after = &assignments.by_user;
-        let changed: BTreeSet<&String> = before
+        let mut changed: BTreeSet<&String> = before
             .keys()
             .chain(after.keys())
             .filter(|user| before.get(*user) != after.get(*user))
             .collect();
+        if first_full {
+            changed.extend(&self.restored_users);
+        }
         let mut outputs = Vec::new();
         for user_id in changed {
+            let restored = self.restored_users.contains(user_id);
+            if restored && !complete {
+                continue;
+            }
             let Some(state) = self.users.get_mut(user_id) else {
                 continue;
             };
-            let held = after.get(user_id).into_iter().flatten().cloned().collect();
-            match object {
-                SfObject::UserPackageLicense => state.package_licenses = held,
-                _ => state.permission_set_licenses = held,
+            let held: Vec<String> = after.get(user_id).into_iter().flatten().cloned().collect();
+            let published = match object {
+                SfObject::UserPackageLicense => &mut state.package_licenses,
+                _ => &mut state.permission_set_licenses,
+            };
+            if restored && first_full && *published == held {
+                continue;
             }
+            *published = held;
             outputs.push(encoder.user_output(state)?);
         }
         Ok(outputs)
@@ -651,6 +763,38 @@ fn license_kind(object: SfObject) -> Option<LicenseKind> {
     }
 }
 
+/// The licence object a licence kind comes from; the inverse of [`license_kind`].
+fn license_object(kind: LicenseKind) -> SfObject {
+    match kind {
+        LicenseKind::User => SfObject::UserLicense,
+        LicenseKind::PermissionSet => SfObject::PermissionSetLicense,
+        LicenseKind::Package => SfObject::PackageLicense,
+    }
+}
+
+/// The org, kind and licence id of a licence-state key (`org/kind/license-id`), if it is
+/// one.
+pub fn parse_license_key(key: &str) -> Option<(&str, LicenseKind, &str)> {
+    let mut segments = key.splitn(3, '/');
+    let (org_id, kind, license_id) = (segments.next()?, segments.next()?, segments.next()?);
+    let kind = [
+        LicenseKind::User,
+        LicenseKind::PermissionSet,
+        LicenseKind::Package,
+    ]
+    .into_iter()
+    .find(|k| k.key_segment() == kind)?;
+    let valid = |s: &str| !s.is_empty() && !s.contains('/');
+    (valid(org_id) && valid(license_id)).then_some((org_id, kind, license_id))
+}
+
+/// The org and user id of a user-state key (`org/user-id`), if it is one.
+pub fn parse_user_key(key: &str) -> Option<(&str, &str)> {
+    let (org_id, user_id) = key.split_once('/')?;
+    let valid = |s: &str| !s.is_empty() && !s.contains('/');
+    (valid(org_id) && valid(user_id)).then_some((org_id, user_id))
+}
+
 /// How seat state is framed: Avro single-object encoding, or the Confluent wire format
 /// with the schema ids registered for the two state topics. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -674,6 +818,11 @@ impl StateEncoder {
             license_topic,
             user_topic,
         }
+    }
+
+    /// The encoder, for decoding seat state read back from the topics.
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
     }
 
     fn license_output(&self, state: LicenseState) -> Result<Vec<Output>, Rejection> {

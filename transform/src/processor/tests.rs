@@ -963,3 +963,258 @@ fn keys_are_compared_segment_by_segment() {
     assert!(!matches(&format!("{ORG}/UserLicense/"), None));
     assert!(!matches("", None));
 }
+
+/// A new processor seeded, as the pipeline does at start, with what `published` wrote to
+/// the state topics, tombstones included, in order.
+fn restarted(published: &[Output]) -> Feed {
+    let mut feed = Feed::new();
+    for output in published {
+        match (output.target, &output.value) {
+            (Target::LicenseState, Some(_)) => {
+                let state = license(output);
+                let processor = &mut feed.processor;
+                processor.restore_license(0, &state.org_id, state.kind, &state.license_id);
+            }
+            (Target::LicenseState, None) => {
+                let (org, kind, id) = parse_license_key(key(output)).unwrap();
+                feed.processor.forget_license(org, kind, id);
+            }
+            (Target::UserState, Some(_)) => feed.processor.restore_user(0, user(output)),
+            (Target::UserState, None) => {
+                let (org, id) = parse_user_key(key(output)).unwrap();
+                feed.processor.forget_user(org, id);
+            }
+            (Target::Dlq, _) => {}
+        }
+    }
+    feed
+}
+
+#[test]
+fn restored_licences_and_users_missing_from_the_first_full_snapshot_are_tombstoned() {
+    let published = feed_all(&mut Feed::new(), &whole_sync(SYNC_1));
+    let all = user_licenses();
+    let packages = fixture!("query_packagelicense.json");
+    let users = fixture!("query_user_with_profile_license.json");
+
+    // Without restoring, a restart forgets what was published: nothing is removed.
+    let mut forgetful = Feed::new();
+    let outputs = forgetful.full(SYNC_2, SfObject::UserLicense, &all[..4]);
+    assert!(tombstone_keys(&outputs).is_empty());
+
+    let mut feed = restarted(&published);
+    let outputs = feed.full(SYNC_2, SfObject::UserLicense, &all[..4]);
+    assert_eq!(outputs.len(), 4 + 2);
+    assert_eq!(
+        tombstone_keys(&outputs),
+        vec![
+            format!("{ORG}/user/1005g0000000005AAA"),
+            format!("{ORG}/user/1005g0000000006AAA"),
+        ]
+    );
+    assert!(outputs.iter().all(|o| o.target == Target::LicenseState));
+
+    // Each kind is compared with its own restored licences.
+    let outputs = feed.full(SYNC_2, SfObject::PackageLicense, &packages[1..]);
+    assert_eq!(
+        tombstone_keys(&outputs),
+        vec![format!("{ORG}/package/0505g0000000001AAA")]
+    );
+
+    let outputs = feed.full(SYNC_2, SfObject::User, &users[..5]);
+    assert_eq!(
+        tombstone_keys(&outputs),
+        vec![format!("{ORG}/0055g00000GuEsTAAV")]
+    );
+    assert_eq!(outputs.last().unwrap().target, Target::UserState);
+
+    // Once removed, they are not removed again.
+    let outputs = feed.full(SYNC_3, SfObject::UserLicense, &all[..4]);
+    assert!(tombstone_keys(&outputs).is_empty());
+    let outputs = feed.full(SYNC_3, SfObject::User, &users[..5]);
+    assert!(tombstone_keys(&outputs).is_empty());
+}
+
+#[test]
+fn restored_licences_and_users_present_in_the_first_full_snapshot_are_kept() {
+    let published = feed_all(&mut Feed::new(), &whole_sync(SYNC_1));
+    let mut feed = restarted(&published);
+    let outputs = feed_all(&mut feed, &whole_sync(SYNC_2));
+    assert!(tombstone_keys(&outputs).is_empty(), "{outputs:?}");
+    // Everything is published again, as after any full sync.
+    assert_eq!(outputs.len(), 6 + 3 + 5 + 6);
+}
+
+#[test]
+fn an_incomplete_first_snapshot_after_restoring_tombstones_nothing() {
+    let published = feed_all(&mut Feed::new(), &whole_sync(SYNC_1));
+    let all = user_licenses();
+    let users = fixture!("query_user_with_profile_license.json");
+    let mut feed = restarted(&published);
+
+    // The markers announce every record, but two licences and a user never arrived.
+    for licence in &all[..4] {
+        feed.record(SYNC_2, SfObject::UserLicense, licence);
+    }
+    let outputs = feed.end(SYNC_2, SfObject::UserLicense, SnapshotMode::Full, 6);
+    assert!(outputs.is_empty());
+    for record in &users[..5] {
+        feed.record(SYNC_2, SfObject::User, record);
+    }
+    let outputs = feed.end(SYNC_2, SfObject::User, SnapshotMode::Full, 6);
+    assert!(outputs.is_empty());
+
+    // The restored ones are still remembered for the next complete snapshot.
+    let outputs = feed.full(SYNC_3, SfObject::UserLicense, &all[..4]);
+    assert_eq!(
+        tombstone_keys(&outputs),
+        vec![
+            format!("{ORG}/user/1005g0000000005AAA"),
+            format!("{ORG}/user/1005g0000000006AAA"),
+        ]
+    );
+    let outputs = feed.full(SYNC_3, SfObject::User, &users[..5]);
+    assert_eq!(
+        tombstone_keys(&outputs),
+        vec![format!("{ORG}/0055g00000GuEsTAAV")]
+    );
+}
+
+#[test]
+fn a_tombstone_read_back_forgets_what_was_restored() {
+    let all = user_licenses();
+    let users = fixture!("query_user_with_profile_license.json");
+    let mut first = Feed::new();
+    let mut published = feed_all(&mut first, &whole_sync(SYNC_1));
+    published.extend(first.full(SYNC_2, SfObject::UserLicense, &all[..4]));
+    published.extend(first.full(SYNC_2, SfObject::User, &users[..5]));
+    assert_eq!(tombstone_keys(&published).len(), 3);
+
+    let mut feed = restarted(&published);
+    let outputs = feed.full(SYNC_3, SfObject::UserLicense, &all[..4]);
+    assert!(tombstone_keys(&outputs).is_empty());
+    let outputs = feed.full(SYNC_3, SfObject::User, &users[..5]);
+    assert!(tombstone_keys(&outputs).is_empty());
+}
+
+#[test]
+fn restored_users_are_republished_only_when_complete_rows_change_their_licences() {
+    let published = feed_all(&mut Feed::new(), &whole_sync(SYNC_1));
+    let mut feed = restarted(&published);
+    let assigns = fixture!("query_permissionsetlicenseassign.json");
+    let avery = "0055g00000QrStUAAV";
+    let integration = "0055g00000AbCdEAAV";
+    let third = assign("2LA5g0000000009GAA", avery, "0PL5g0000000003GAA", None);
+
+    // An incremental snapshot's rows are not all of Avery's: publishing them would drop
+    // the two licences restored for Avery.
+    let incremental = SnapshotMode::Incremental;
+    let outputs = feed.snapshot(
+        SYNC_2,
+        SfObject::PermissionSetLicenseAssign,
+        incremental,
+        std::slice::from_ref(&third),
+    );
+    assert!(outputs.is_empty(), "{outputs:?}");
+
+    // The first complete full snapshot is compared with what was restored: Avery gained a
+    // licence, the integration user lost their only one, Blake and the package
+    // assignments did not change.
+    let next = vec![assigns[1].clone(), assigns[2].clone(), third];
+    let outputs = feed.full(SYNC_2, SfObject::PermissionSetLicenseAssign, &next);
+    let keys: Vec<&str> = outputs.iter().map(key).collect();
+    assert_eq!(
+        keys,
+        vec![format!("{ORG}/{integration}"), format!("{ORG}/{avery}")]
+    );
+    assert!(user(&outputs[0]).permission_set_licenses.is_empty());
+    let avery_state = user(&outputs[1]);
+    assert_eq!(
+        avery_state.permission_set_licenses,
+        sorted(&[
+            "0PL5g0000000001GAA",
+            "0PL5g0000000002GAA",
+            "0PL5g0000000003GAA"
+        ])
+    );
+    // The rest is the restored state, untouched.
+    assert_eq!(
+        avery_state.package_licenses,
+        sorted(&["0505g0000000001AAA"])
+    );
+    assert_eq!(avery_state.sync_id, "sync-1");
+
+    let packages = fixture!("query_userpackagelicense.json");
+    let outputs = feed.full(SYNC_2, SfObject::UserPackageLicense, &packages);
+    assert!(outputs.is_empty(), "{outputs:?}");
+
+    // From then on, changes are found as for any user.
+    let outputs = feed.full(SYNC_3, SfObject::PermissionSetLicenseAssign, &next);
+    assert!(outputs.is_empty());
+    let incremental_row = assign(
+        "2LA5g0000000002GAA",
+        avery,
+        "0PL5g0000000001GAA",
+        Some(true),
+    );
+    let outputs = feed.snapshot(
+        SYNC_3,
+        SfObject::PermissionSetLicenseAssign,
+        incremental,
+        &[incremental_row],
+    );
+    assert_eq!(outputs.len(), 1);
+    assert_eq!(
+        user(&outputs[0]).permission_set_licenses,
+        sorted(&["0PL5g0000000002GAA", "0PL5g0000000003GAA"])
+    );
+}
+
+#[test]
+fn revoke_forgets_restored_orgs_of_the_partition() {
+    let all = user_licenses();
+    let mut feed = Feed::new();
+    feed.processor
+        .restore_license(0, ORG, LicenseKind::User, "1005g0000000009AAA");
+    feed.processor
+        .restore_license(1, OTHER_ORG, LicenseKind::User, "1005g0000000009AAA");
+    feed.processor.revoke(1);
+    let outputs = feed.full(SYNC_1, SfObject::UserLicense, &all);
+    assert_eq!(
+        tombstone_keys(&outputs),
+        vec![format!("{ORG}/user/1005g0000000009AAA")]
+    );
+
+    let mut feed = Feed::new();
+    feed.processor
+        .restore_license(0, ORG, LicenseKind::User, "1005g0000000009AAA");
+    feed.processor.revoke(0);
+    let outputs = feed.full(SYNC_1, SfObject::UserLicense, &all);
+    assert!(tombstone_keys(&outputs).is_empty());
+}
+
+#[test]
+fn state_keys_are_parsed_segment_by_segment() {
+    assert_eq!(
+        parse_license_key("00Dx/permission-set/0PLy"),
+        Some(("00Dx", LicenseKind::PermissionSet, "0PLy"))
+    );
+    assert_eq!(
+        parse_license_key("00Dx/package/050y"),
+        Some(("00Dx", LicenseKind::Package, "050y"))
+    );
+    for bad in [
+        "00Dx/PermissionSet/0PLy",
+        "00Dx/user",
+        "00Dx/user/",
+        "/user/100y",
+        "00Dx/user/100y/z",
+        "",
+    ] {
+        assert_eq!(parse_license_key(bad), None, "{bad}");
+    }
+    assert_eq!(parse_user_key("00Dx/005y"), Some(("00Dx", "005y")));
+    for bad in ["00Dx", "00Dx/", "/005y", "00Dx/005y/z"] {
+        assert_eq!(parse_user_key(bad), None, "{bad}");
+    }
+}
