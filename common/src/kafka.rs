@@ -143,6 +143,18 @@ impl KafkaConfig {
             .set("enable.partition.eof", "false")
             .set("isolation.level", "read_committed")
             .set("fetch.queue.backoff.ms", "20");
+
+        // A member that died, or whose join a broker outage interrupted, is replaced within
+        // 10 s (Kafka's default before 3.0) rather than librdkafka's 45 s, during which its
+        // partitions would sit idle. `properties` may set other values.
+        for (key, value) in [
+            ("session.timeout.ms", "10000"),
+            ("heartbeat.interval.ms", "3000"),
+        ] {
+            if !self.properties.contains_key(key) {
+                config.set(key, value);
+            }
+        }
         Ok(config)
     }
 }

@@ -133,7 +133,7 @@ impl Metrics {
             )?,
             assigned_partitions: IntGauge::new(
                 "seatwatch_transform_assigned_partitions",
-                "Partitions of the raw topic this instance owns, as of its last flush.",
+                "Partitions of the raw topic this instance owns, as of its last rebalance.",
             )?,
             flush_seconds: Histogram::with_opts(
                 HistogramOpts::new(

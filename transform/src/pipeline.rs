@@ -582,6 +582,7 @@ impl Pipeline {
         let Some(assigned) = self.consumer.context().take_assigned() else {
             return;
         };
+        self.count_assignment();
         let first = std::mem::take(&mut self.restored);
         for partition in &assigned {
             if !first.contains(partition) {
@@ -608,10 +609,21 @@ impl Pipeline {
 
     /// Drops the state and offsets of partitions revoked during the last `recv`.
     fn forget_revoked(&mut self) {
-        for partition in self.consumer.context().take_revoked() {
+        let revoked = self.consumer.context().take_revoked();
+        for &partition in &revoked {
             self.processor.revoke(partition);
             self.processed.remove(&partition);
             self.committed.remove(&partition);
+        }
+        if !revoked.is_empty() {
+            self.count_assignment();
+        }
+    }
+
+    /// Sets the assigned-partitions gauge from the consumer's assignment, after a change.
+    fn count_assignment(&self) {
+        if let Ok(assignment) = self.consumer.assignment() {
+            self.metrics.set_assigned_partitions(assignment.count());
         }
     }
 
@@ -628,9 +640,6 @@ impl Pipeline {
             self.metrics.acknowledged(pending.topic, pending.tombstone);
         }
         self.metrics.set_in_flight(0);
-        if let Ok(assignment) = self.consumer.assignment() {
-            self.metrics.set_assigned_partitions(assignment.count());
-        }
         match self.delivery {
             Delivery::AtLeastOnce => self.commit().await,
             Delivery::Transactional => self.commit_transaction().await?,
