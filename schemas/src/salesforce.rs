@@ -12,10 +12,39 @@ use serde::{Deserialize, Deserializer};
 
 /// Parses a Salesforce datetime (`2024-05-01T12:34:56.000+0000`; also accepts `+00:00`
 /// and `Z`).
+///
+/// Salesforce's own form is RFC 3339 but for the colon in the offset; with the colon put
+/// back, chrono's RFC 3339 parser reads it several times faster than a format string
+/// (every user record carries a few datetimes). Anything else takes the general path.
 pub fn parse_datetime(text: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+    if let Some(parsed) = with_offset_colon(text, DateTime::parse_from_rfc3339) {
+        return Ok(parsed.with_timezone(&Utc));
+    }
     DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z")
         .or_else(|_| DateTime::parse_from_rfc3339(text))
         .map(|dt| dt.with_timezone(&Utc))
+}
+
+/// Runs `parse` on `text` with a colon put into its trailing `±hhmm` offset, if it has
+/// one, without allocating; `None` when it has none or `parse` refuses the result.
+fn with_offset_colon<T, E>(text: &str, parse: impl Fn(&str) -> Result<T, E>) -> Option<T> {
+    const MAX: usize = 40;
+    let bytes = text.as_bytes();
+    let len = bytes.len();
+    if !(6..MAX).contains(&len) {
+        return None;
+    }
+    let (head, offset) = bytes.split_at(len - 5);
+    if !matches!(offset[0], b'+' | b'-') || !offset[1..].iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut buffer = [0u8; MAX];
+    buffer[..head.len()].copy_from_slice(head);
+    buffer[head.len()..head.len() + 3].copy_from_slice(&offset[..3]);
+    buffer[head.len() + 3] = b':';
+    buffer[head.len() + 4..=len].copy_from_slice(&offset[3..]);
+    let with_colon = std::str::from_utf8(&buffer[..=len]).ok()?;
+    parse(with_colon).ok()
 }
 
 /// Parses a Salesforce date (`2026-12-31`).
@@ -183,6 +212,30 @@ mod tests {
         assert!(parse_datetime("2024-05-01 12:34:56").is_err());
         assert_eq!(format_datetime(at), "2024-05-01T12:34:56.000+0000");
         assert_eq!(format_soql_datetime(at), "2024-05-01T12:34:56.000Z");
+    }
+
+    #[test]
+    fn the_fast_path_reads_what_the_format_string_reads() {
+        let format = "%Y-%m-%dT%H:%M:%S%.f%z";
+        for text in [
+            "2024-05-01T12:34:56.000+0000",
+            "1999-12-31T23:59:59.999-1130",
+            "2024-02-29T00:00:00+0530",
+            "2024-05-01T12:34:56.123456789+0000",
+            "2023-02-29T00:00:00.000+0000",
+            "2024-05-01T25:00:00.000+0000",
+            "2024-05-01T12:34:56.000+00000",
+            "2024-05-01T12:34:56.000+99x9",
+            "+0000",
+        ] {
+            let expected = DateTime::parse_from_str(text, format).map(|dt| dt.to_utc());
+            let fast = with_offset_colon(text, DateTime::parse_from_rfc3339).map(|d| d.to_utc());
+            match expected {
+                Ok(at) => assert_eq!(fast, Some(at), "{text}"),
+                Err(_) => assert_eq!(fast, None, "{text}"),
+            }
+            assert_eq!(parse_datetime(text).ok(), expected.ok(), "{text}");
+        }
     }
 
     #[test]
