@@ -33,6 +33,10 @@ use seatwatch_transform::{Input, Metrics, Processor, Target};
 use serde_json::json;
 use serde_json::value::RawValue;
 
+/// The allocator the `seatwatch` binary uses, so the in-memory figures match it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Partitions of every topic in the broker part.
 const PARTITIONS: i32 = 6;
 /// How long one in-memory measurement runs at least.

@@ -4,6 +4,12 @@
 //! `run(config, shutdown)`; nothing else happens here. SIGTERM and Ctrl-C cancel the
 //! shutdown token, and services drain before exiting 0.
 
+/// mimalloc rather than the system allocator: transform allocates and frees small strings
+/// for every event, and glibc's malloc took about a third of its time in the throughput
+/// benchmark's profile (`benches/transform_throughput.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod demo;
 mod healthcheck;
 mod seat_report;
