@@ -262,6 +262,7 @@ fn idle_user(last_login_at: Option<i64>, at: i64) -> UserState {
         user_license: Some("Salesforce".into()),
         license_definition_key: None,
         last_login_at,
+        last_activity_at: None,
         permission_set_licenses: vec![],
         package_licenses: vec![],
         observed_at: at,

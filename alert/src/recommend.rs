@@ -63,8 +63,10 @@ fn idle_seat(
     if !rule.enabled || !is_idle(user, now_ms, rule.idle_days) {
         return None;
     }
+    // Days since the user was last seen: LoginHistory activity counts as much as
+    // LastLoginDate.
     let days_idle = user
-        .last_login_at
+        .last_seen_at()
         .map(|login| i32::try_from((now_ms - login) / DAY_MS).unwrap_or(i32::MAX));
     let reason = match days_idle {
         Some(days) => format!(
@@ -307,6 +309,29 @@ mod tests {
 
         let totals = savings_by_pool(&recs);
         assert_eq!(totals[&(ORG.to_owned(), "Salesforce".to_owned())], 300.0);
+    }
+
+    #[test]
+    fn login_history_activity_prevents_or_shortens_a_reclaim() {
+        // LastLoginDate 120 days old, a successful login 2 days ago: not idle.
+        let mut seen = with_license_id(user("005A", "Salesforce", Some(120)));
+        seen.last_activity_at = Some(NOW - 2 * DAY_MS);
+        // LastLoginDate 300 days old, activity 100 days ago: idle for 100 days, not 300.
+        let mut faded = with_license_id(user("005B", "Salesforce", Some(300)));
+        faded.last_activity_at = Some(NOW - 100 * DAY_MS);
+        let state = state_with(&[license("Salesforce", 2, Some(10))], &[seen, faded]);
+
+        let recs = desired(&state, NOW, &RulesConfig::default(), &prices());
+        let keys: Vec<&String> = recs.keys().collect();
+        assert_eq!(keys, [&format!("{ORG}/005B/100Salesforce")]);
+        let rec = &recs[&format!("{ORG}/005B/100Salesforce")];
+        assert_eq!(rec.evidence.days_idle, Some(100));
+        assert_eq!(rec.evidence.last_login_at, Some(NOW - 300 * DAY_MS));
+        assert!(
+            rec.evidence.reason.contains("for 100 days"),
+            "{}",
+            rec.evidence.reason
+        );
     }
 
     #[test]

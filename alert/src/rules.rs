@@ -563,9 +563,11 @@ pub(crate) fn holds_a_seat(user: &UserState) -> bool {
     user.active && !NEVER_LOG_IN.contains(&user.user_type.as_str())
 }
 
+/// Whether `user` was last seen (the later of `LastLoginDate` and the latest successful
+/// login in `LoginHistory`) more than `idle_days` before `now_ms`, or never.
 pub(crate) fn is_idle(user: &UserState, now_ms: i64, idle_days: u32) -> bool {
     let idle_after_ms = i64::from(idle_days) * DAY_MS;
-    user.last_login_at
+    user.last_seen_at()
         .is_none_or(|login| now_ms.saturating_sub(login) > idle_after_ms)
 }
 
@@ -607,6 +609,7 @@ pub(crate) mod tests {
             user_license: Some(pool.into()),
             license_definition_key: None,
             last_login_at: last_login_days_ago.map(|days| NOW - days * DAY_MS),
+            last_activity_at: None,
             permission_set_licenses: vec![],
             package_licenses: vec![],
             observed_at: NOW,
@@ -724,6 +727,30 @@ pub(crate) mod tests {
             condition.summary,
             "2 of 4 active Salesforce users have not logged in for 90 days"
         );
+    }
+
+    #[test]
+    fn recent_login_history_activity_keeps_an_old_last_login_from_being_idle() {
+        // LastLoginDate 200 days old, but LoginHistory saw a successful login 5 days ago.
+        let mut active_via_history = user("005A", "Salesforce", Some(200));
+        active_via_history.last_activity_at = Some(NOW - 5 * DAY_MS);
+        // Old activity does not help either.
+        let mut idle_both = user("005B", "Salesforce", Some(200));
+        idle_both.last_activity_at = Some(NOW - 150 * DAY_MS);
+        // Activity only, no LastLoginDate: seen 10 days ago.
+        let mut history_only = user("005C", "Salesforce", None);
+        history_only.last_activity_at = Some(NOW - 10 * DAY_MS);
+
+        assert!(!is_idle(&active_via_history, NOW, 90));
+        assert!(is_idle(&idle_both, NOW, 90));
+        assert!(!is_idle(&history_only, NOW, 90));
+
+        let state = state_with(&[], &[active_via_history, idle_both, history_only]);
+        let [condition] = &firing(&state, &rules())[..] else {
+            panic!("expected one condition");
+        };
+        assert_eq!(condition.rule, IDLE_SEATS);
+        assert_eq!(condition.value, 1.0, "only 005B is idle");
     }
 
     #[test]

@@ -125,6 +125,7 @@ fn user(id: &str, user_type: &str, last_login_days_ago: Option<i64>) -> UserStat
         user_license: Some("Salesforce".into()),
         license_definition_key: Some("SFDC".into()),
         last_login_at: last_login_days_ago.map(|days| now_ms() - days * DAY_MS),
+        last_activity_at: None,
         permission_set_licenses: vec![],
         package_licenses: vec![],
         observed_at: now_ms(),

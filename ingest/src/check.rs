@@ -9,6 +9,7 @@ use std::fmt::Write;
 use seatwatch_schemas::SfObject;
 
 use crate::salesforce::{SalesforceClient, SalesforceError};
+use crate::sync::is_permission_refusal;
 use crate::{build_clients, IngestConfig, IngestError};
 
 /// What the check found for one org.
@@ -32,13 +33,15 @@ impl OrgCheck {
 pub async fn check(config: &IngestConfig) -> Result<Vec<OrgCheck>, IngestError> {
     config.validate().map_err(IngestError::Config)?;
     let mut results = Vec::new();
-    for mut client in build_clients(config)? {
-        results.push(check_org(&mut client).await);
+    for (mut client, org) in build_clients(config)?.into_iter().zip(&config.orgs) {
+        let login_history = config.login_history_for(org);
+        results.push(check_org(&mut client, login_history).await);
     }
     Ok(results)
 }
 
-async fn check_org(client: &mut SalesforceClient) -> OrgCheck {
+/// Signs in and reads one row of every object, `LoginHistory` too when it is enabled.
+async fn check_org(client: &mut SalesforceClient, login_history: bool) -> OrgCheck {
     let org = client.org_name().to_owned();
     let sign_in = match client.sign_in().await {
         Ok(session) => Ok((session.org_id.clone(), session.instance_url.to_string())),
@@ -46,7 +49,8 @@ async fn check_org(client: &mut SalesforceClient) -> OrgCheck {
     };
     let mut objects = Vec::new();
     if sign_in.is_ok() {
-        for object in SfObject::ALL {
+        let optional = login_history.then_some(SfObject::LoginHistory);
+        for object in SfObject::ALL.into_iter().chain(optional) {
             let soql = format!("SELECT Id FROM {object} LIMIT 1");
             objects.push((object, client.query_all(&soql).await.map(|_| ())));
         }
@@ -69,6 +73,9 @@ fn permission_for(object: SfObject) -> &'static str {
         }
         SfObject::UserPackageLicense => "'View Setup and Configuration' (package seat assignments)",
         SfObject::User => "API access to Users ('API Enabled' on the profile)",
+        SfObject::LoginHistory => {
+            "'Manage Users' or 'Monitor Login History' (or set login_history = false)"
+        }
     }
 }
 
@@ -108,9 +115,7 @@ pub fn render(checks: &[OrgCheck]) -> String {
                 Ok(()) => {
                     let _ = writeln!(out, "  {:<28} readable", object.as_str());
                 }
-                Err(SalesforceError::Refused { code, .. })
-                    if code == "INVALID_TYPE" || code == "INSUFFICIENT_ACCESS" =>
-                {
+                Err(e @ SalesforceError::Refused { code, .. }) if is_permission_refusal(e) => {
                     let _ = writeln!(
                         out,
                         "  {:<28} NOT readable ({code}): the integration user cannot see \

@@ -18,6 +18,7 @@
 //! # Optional, per org: override the global schedule and quota shares.
 //! poll_interval_secs = 900
 //! max_run_share = 0.10
+//! login_history = true
 //! ```
 
 use std::net::SocketAddr;
@@ -75,6 +76,15 @@ pub struct IngestConfig {
     /// How long an org waits after a sync stopped for quota before it tries again.
     #[serde(default = "default_quota_pause_secs")]
     pub quota_pause_secs: u64,
+    /// Whether `LoginHistory` is read (incrementally on `LoginTime`), for activity that
+    /// `LastLoginDate` misses. Needs "Manage Users" or "Monitor Login History" for the
+    /// integration user. Off by default; an org may override it.
+    #[serde(default)]
+    pub login_history: bool,
+    /// How many days back the first `LoginHistory` read of an org starts (Salesforce
+    /// keeps about six months; later reads continue from the cursor).
+    #[serde(default = "default_login_history_initial_days")]
+    pub login_history_initial_days: u64,
     /// The Salesforce orgs to poll.
     #[serde(default)]
     pub orgs: Vec<OrgConfig>,
@@ -136,6 +146,9 @@ pub struct OrgConfig {
     /// This org's `max_total_share`; the global one when absent.
     #[serde(default)]
     pub max_total_share: Option<f64>,
+    /// Whether this org's `LoginHistory` is read; the global `login_history` when absent.
+    #[serde(default)]
+    pub login_history: Option<bool>,
 }
 
 impl OrgConfig {
@@ -218,6 +231,9 @@ fn default_full_sync_interval_secs() -> u64 {
 fn default_quota_pause_secs() -> u64 {
     3600
 }
+fn default_login_history_initial_days() -> u64 {
+    30
+}
 fn default_login_url() -> String {
     "https://login.salesforce.com".into()
 }
@@ -250,6 +266,8 @@ impl IngestConfig {
             quota_pause_secs: default_quota_pause_secs(),
             user_lookback_secs: default_user_lookback_secs(),
             full_sync_interval_secs: default_full_sync_interval_secs(),
+            login_history: false,
+            login_history_initial_days: default_login_history_initial_days(),
             orgs: Vec::new(),
         }
     }
@@ -266,6 +284,16 @@ impl IngestConfig {
             org.max_run_share.unwrap_or(self.max_run_share),
             org.max_total_share.unwrap_or(self.max_total_share),
         )
+    }
+
+    /// Whether `org`'s `LoginHistory` is read: its own setting, else the global one.
+    pub fn login_history_for(&self, org: &OrgConfig) -> bool {
+        org.login_history.unwrap_or(self.login_history)
+    }
+
+    /// How far back an org's first `LoginHistory` read starts.
+    pub fn login_history_window(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.login_history_initial_days.saturating_mul(86_400))
     }
 
     /// Checks what serde cannot: at least one org, unique names, sane numbers.
@@ -306,6 +334,9 @@ impl IngestConfig {
         }
         if self.max_attempts == 0 {
             return Err("max_attempts must be at least 1".into());
+        }
+        if self.login_history_initial_days == 0 {
+            return Err("login_history_initial_days must be at least 1".into());
         }
         Ok(())
     }
@@ -380,6 +411,43 @@ mod tests {
         };
         let err = config_with(never).validate().unwrap_err();
         assert!(err.contains("org never: poll_interval_secs"), "{err}");
+    }
+
+    #[test]
+    fn login_history_is_off_by_default_and_an_org_may_turn_it_on_or_off() {
+        let text = r#"
+            [[orgs]]
+            name = "plain"
+            consumer_key = "k"
+            username = "u@x.example"
+            consumer_secret = { env = "S" }
+            password = { env = "P" }
+            [[orgs]]
+            name = "watched"
+            consumer_key = "k"
+            username = "u@x.example"
+            consumer_secret = { env = "S" }
+            password = { env = "P" }
+            login_history = true
+        "#;
+        let mut config: IngestConfig = toml::from_str(text).unwrap();
+        config.validate().unwrap();
+        assert!(!config.login_history);
+        assert!(!config.login_history_for(&config.orgs[0]));
+        assert!(config.login_history_for(&config.orgs[1]));
+        assert_eq!(
+            config.login_history_window(),
+            std::time::Duration::from_secs(30 * 86_400)
+        );
+
+        config.login_history = true;
+        config.orgs[1].login_history = Some(false);
+        assert!(config.login_history_for(&config.orgs[0]));
+        assert!(!config.login_history_for(&config.orgs[1]));
+
+        config.login_history_initial_days = 0;
+        let err = config.validate().unwrap_err();
+        assert!(err.contains("login_history_initial_days"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,11 @@
 //! deletions show only at the full read. Each cursor is written (key `org/Object`) only
 //! after every event of the sync is acknowledged, so a restarted ingest resumes from the
 //! last sync that fully reached the broker.
+//!
+//! `LoginHistory` (read only when `login_history` is enabled) has no `SystemModstamp`: its
+//! cursor is on `LoginTime`, with the same look-back and tie-break on `Id`. It is a log,
+//! never read in full: the first read starts `login_history_initial_days` back (Salesforce
+//! keeps about six months of it), and every later one continues from the cursor.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -40,7 +45,8 @@ const MAX_RECENT: usize = 20_000;
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectCursor {
-    /// `SystemModstamp` of the newest record emitted.
+    /// The cursor field (`SystemModstamp`; `LoginTime` for `LoginHistory`) of the newest
+    /// record emitted.
     pub modstamp: Option<DateTime<Utc>>,
     /// The largest `Id` among records emitted with that `SystemModstamp`.
     pub id: Option<String>,
@@ -64,23 +70,25 @@ impl ObjectCursor {
         }
     }
 
-    /// The `WHERE … ORDER BY` of an incremental read, after the `select`.
-    pub fn incremental_soql(&self, select: &str, lookback: Duration) -> Option<String> {
+    /// The `WHERE … ORDER BY` of an incremental read on `field` (see [`cursor_field`]),
+    /// after the `select`.
+    pub fn incremental_soql(
+        &self,
+        select: &str,
+        field: &str,
+        lookback: Duration,
+    ) -> Option<String> {
         let modstamp = self.modstamp?;
-        let order = "ORDER BY SystemModstamp, Id";
         if lookback.is_zero() {
             let id = self.id.as_deref()?;
             let at = format_soql_datetime(modstamp);
             return Some(format!(
-                "{select} WHERE (SystemModstamp = {at} AND Id > '{id}') OR SystemModstamp > {at} \
-                 {order}"
+                "{select} WHERE ({field} = {at} AND Id > '{id}') OR {field} > {at} \
+                 ORDER BY {field}, Id"
             ));
         }
         let from = modstamp - chrono::Duration::from_std(lookback).ok()?;
-        Some(format!(
-            "{select} WHERE SystemModstamp >= {} {order}",
-            format_soql_datetime(from)
-        ))
+        Some(since_soql(select, field, from))
     }
 
     /// Whether a record read in an incremental sync is new, i.e. not already emitted with
@@ -122,6 +130,31 @@ pub const INCREMENTAL: [SfObject; 3] = [
     SfObject::UserPackageLicense,
     SfObject::User,
 ];
+
+/// Every object with a cursor: the incremental ones and `LoginHistory`, which is only
+/// ever read from a cursor (or, the first time, from a window back).
+pub const CURSORED: [SfObject; 4] = [
+    SfObject::PermissionSetLicenseAssign,
+    SfObject::UserPackageLicense,
+    SfObject::User,
+    SfObject::LoginHistory,
+];
+
+/// The field an object's cursor is on.
+pub fn cursor_field(object: SfObject) -> &'static str {
+    match object {
+        SfObject::LoginHistory => "LoginTime",
+        _ => "SystemModstamp",
+    }
+}
+
+/// The read of every record whose `field` is at or after `from`, oldest first.
+pub fn since_soql(select: &str, field: &str, from: DateTime<Utc>) -> String {
+    format!(
+        "{select} WHERE {field} >= {} ORDER BY {field}, Id",
+        format_soql_datetime(from)
+    )
+}
 
 /// The cursor topic's key for one object of an org, and the key of the map [`load`]
 /// returns.
@@ -169,7 +202,7 @@ pub async fn load(
                 };
                 let known = key
                     .rsplit_once('/')
-                    .is_some_and(|(_, object)| INCREMENTAL.iter().any(|o| o.as_str() == object));
+                    .is_some_and(|(_, object)| CURSORED.iter().any(|o| o.as_str() == object));
                 if !known {
                     continue;
                 }
@@ -246,20 +279,60 @@ mod tests {
             "largest id at the newest instant"
         );
 
-        let look_back = cursor.incremental_soql("SELECT Id FROM User", Duration::from_secs(600));
+        let look_back = cursor.incremental_soql(
+            "SELECT Id FROM User",
+            "SystemModstamp",
+            Duration::from_secs(600),
+        );
         assert_eq!(
             look_back.unwrap(),
             "SELECT Id FROM User WHERE SystemModstamp >= 2026-01-01T09:50:00.000Z \
              ORDER BY SystemModstamp, Id"
         );
         let tie_break = cursor
-            .incremental_soql("SELECT Id FROM User", Duration::ZERO)
+            .incremental_soql("SELECT Id FROM User", "SystemModstamp", Duration::ZERO)
             .unwrap();
         assert_eq!(
             tie_break,
             "SELECT Id FROM User WHERE (SystemModstamp = 2026-01-01T10:00:00.000Z AND \
              Id > '005B') OR SystemModstamp > 2026-01-01T10:00:00.000Z ORDER BY SystemModstamp, Id"
         );
+    }
+
+    #[test]
+    fn login_history_is_read_on_login_time() {
+        assert_eq!(cursor_field(SfObject::LoginHistory), "LoginTime");
+        assert_eq!(cursor_field(SfObject::User), "SystemModstamp");
+        assert!(CURSORED.contains(&SfObject::LoginHistory));
+        assert!(!INCREMENTAL.contains(&SfObject::LoginHistory));
+
+        let select = "SELECT Id FROM LoginHistory";
+        let first = since_soql(select, "LoginTime", at("2025-12-02T00:00:00Z"));
+        assert_eq!(
+            first,
+            "SELECT Id FROM LoginHistory WHERE LoginTime >= 2025-12-02T00:00:00.000Z \
+             ORDER BY LoginTime, Id"
+        );
+        let mut cursor = ObjectCursor::default();
+        cursor.observe("0Ya2", at("2026-01-01T10:00:00Z"));
+        cursor.observe("0Ya1", at("2026-01-01T10:00:00Z"));
+        let look_back = cursor
+            .incremental_soql(select, "LoginTime", Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(
+            look_back,
+            "SELECT Id FROM LoginHistory WHERE LoginTime >= 2026-01-01T09:59:00.000Z \
+             ORDER BY LoginTime, Id"
+        );
+        let tie_break = cursor
+            .incremental_soql(select, "LoginTime", Duration::ZERO)
+            .unwrap();
+        assert_eq!(
+            tie_break,
+            "SELECT Id FROM LoginHistory WHERE (LoginTime = 2026-01-01T10:00:00.000Z AND \
+             Id > '0Ya2') OR LoginTime > 2026-01-01T10:00:00.000Z ORDER BY LoginTime, Id"
+        );
+        assert!(!look_back.contains("Status"), "Status is not filterable");
     }
 
     #[test]

@@ -268,6 +268,9 @@ fn policy(config: &IngestConfig, org: &OrgConfig) -> SyncPolicy {
         },
         user_lookback: Duration::from_secs(config.user_lookback_secs),
         full_sync_interval: Duration::from_secs(config.full_sync_interval_secs),
+        login_history: config
+            .login_history_for(org)
+            .then(|| config.login_history_window()),
     }
 }
 

@@ -16,7 +16,7 @@ pub fn render(statuses: &[SyncStatus]) -> String {
             status.org_id,
             status.outcome.as_str()
         );
-        for object in SfObject::ALL {
+        for object in SfObject::KNOWN {
             if let Some(count) = status.records.get(object.as_str()) {
                 let _ = writeln!(out, "  {:<28} {count:>8} records", object.as_str());
             }
@@ -27,10 +27,12 @@ pub fn render(statuses: &[SyncStatus]) -> String {
             let _ = write!(out, " (org usage {used} of {limit} in 24 h, {share:.1}%)");
         }
         out.push('\n');
-        if status.outcome != SyncOutcome::Success {
-            if let Some(message) = &status.error_message {
-                let _ = writeln!(out, "  error: {message}");
+        if let Some(message) = &status.error_message {
+            match status.outcome {
+                SyncOutcome::Success => writeln!(out, "  warning: {message}"),
+                _ => writeln!(out, "  error: {message}"),
             }
+            .ok();
         }
     }
     out
@@ -73,5 +75,31 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("error: sign-in refused"), "{text}");
+    }
+
+    #[test]
+    fn a_successful_sync_shows_login_history_and_its_warning() {
+        let status = SyncStatus {
+            org_id: "00Dx".into(),
+            org_name: "acme".into(),
+            sync_id: "s".into(),
+            outcome: SyncOutcome::Success,
+            started_at: 0,
+            finished_at: 1000,
+            last_success_at: Some(1000),
+            records: BTreeMap::from([("User".into(), 3), ("LoginHistory".into(), 42)]),
+            api_calls: 8,
+            api_used: None,
+            api_limit: None,
+            error_class: None,
+            error_message: Some("LoginHistory not read: grant it".into()),
+        };
+        let text = render(&[status]);
+        assert!(
+            text.contains("LoginHistory") && text.contains("42 records"),
+            "{text}"
+        );
+        assert!(text.contains("warning: LoginHistory not read"), "{text}");
+        assert!(!text.contains("error:"), "{text}");
     }
 }

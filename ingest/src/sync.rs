@@ -2,7 +2,10 @@
 //!
 //! Licences are small: a full snapshot every sync. `User` and the seat assignments are
 //! read incrementally between full reads (see the cursor module), so a sync that finds no
-//! change costs one call per object.
+//! change costs one call per object. `LoginHistory`, when enabled, is read last and only
+//! from its cursor; an integration user who may not read it ("Manage Users" or "Monitor
+//! Login History" missing) costs the org its login activity, not its sync: the other
+//! objects are emitted and the sync status says what to grant.
 //!
 //! Delivery: records are handed to the producer as each page arrives, with at most
 //! [`MAX_IN_FLIGHT`] unacknowledged at a time (so memory does not grow with the org), then
@@ -66,7 +69,21 @@ pub fn select(object: SfObject) -> &'static str {
              Profile.UserLicenseId, Profile.UserLicense.Name, \
              Profile.UserLicense.LicenseDefinitionKey, SystemModstamp FROM User"
         }
+        // No filter on Status: Salesforce refuses it; failed logins come too.
+        SfObject::LoginHistory => {
+            "SELECT Id, UserId, LoginTime, Status, Application, LoginType, LoginSubType, \
+             LoginUrl, SourceIp FROM LoginHistory"
+        }
     }
+}
+
+/// What the integration user needs to read `LoginHistory`.
+pub const LOGIN_HISTORY_PERMISSION: &str = "'Manage Users' or 'Monitor Login History'";
+
+/// Whether `error` says the integration user may not read the object queried.
+pub fn is_permission_refusal(error: &SalesforceError) -> bool {
+    matches!(error, SalesforceError::Refused { code, .. }
+        if code == "INVALID_TYPE" || code == "INSUFFICIENT_ACCESS")
 }
 
 /// The SOQL of a full read of `object`; incremental reads are built by [`ObjectCursor`].
@@ -125,6 +142,8 @@ pub struct SyncPolicy {
     pub governor: QuotaGovernor,
     pub user_lookback: Duration,
     pub full_sync_interval: Duration,
+    /// `Some(window)` when `LoginHistory` is read: how far back its first read starts.
+    pub login_history: Option<Duration>,
 }
 
 /// An org's cursors, one per incremental object: those loaded from Kafka at start until
@@ -157,6 +176,8 @@ impl CursorSlot {
 #[derive(Debug, Default)]
 struct Fetched {
     records: BTreeMap<String, i64>,
+    /// What a successful sync could not read, for the status's `error_message`.
+    warning: Option<String>,
 }
 
 /// Runs one sync of the client's org and returns its status record, already written to
@@ -187,7 +208,7 @@ pub async fn sync_org(
 
     let finished_at = Utc::now();
     let (outcome, error_class, error_message) = match &result {
-        Ok(()) => (SyncOutcome::Success, None, None),
+        Ok(()) => (SyncOutcome::Success, None, fetched.warning.take()),
         Err(e) => {
             let (outcome, class) = e.outcome();
             (outcome, Some(class.to_owned()), Some(e.to_string()))
@@ -248,9 +269,27 @@ impl Run<'_> {
         cursor: &ObjectCursor,
     ) -> (String, SnapshotMode, ObjectCursor) {
         let policy = self.policy;
+        let field = cursor::cursor_field(object);
+        if object == SfObject::LoginHistory {
+            // A log: never read in full. Without a cursor, start a window back.
+            let lookback = policy.user_lookback;
+            let soql = cursor
+                .incremental_soql(select(object), field, lookback)
+                .unwrap_or_else(|| {
+                    let window = policy.login_history.unwrap_or_default();
+                    let window =
+                        chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+                    let from = self
+                        .started_at
+                        .checked_sub_signed(window)
+                        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+                    cursor::since_soql(select(object), field, from)
+                });
+            return (soql, SnapshotMode::Incremental, cursor.clone());
+        }
         if !cursor.needs_full(self.started_at, policy.full_sync_interval) {
             let lookback = policy.user_lookback;
-            if let Some(soql) = cursor.incremental_soql(select(object), lookback) {
+            if let Some(soql) = cursor.incremental_soql(select(object), field, lookback) {
                 return (soql, SnapshotMode::Incremental, cursor.clone());
             }
         }
@@ -262,13 +301,16 @@ impl Run<'_> {
     }
 }
 
-/// The two fields an incremental read needs of every record.
+/// The two fields an incremental read needs of every record: the id and the cursor field
+/// (`SystemModstamp`, or `LoginTime` for `LoginHistory`).
 #[derive(serde::Deserialize)]
 struct Modstamp<'a> {
     #[serde(rename = "Id", borrow)]
     id: std::borrow::Cow<'a, str>,
-    #[serde(rename = "SystemModstamp", borrow)]
-    system_modstamp: std::borrow::Cow<'a, str>,
+    #[serde(rename = "SystemModstamp", borrow, default)]
+    system_modstamp: Option<std::borrow::Cow<'a, str>>,
+    #[serde(rename = "LoginTime", borrow, default)]
+    login_time: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// Where a sync's events go, and the deliveries still awaited.
@@ -366,6 +408,45 @@ async fn fetch_and_emit(
         };
         fetched.records.insert(object.to_string(), count as i64);
     }
+    if run.policy.login_history.is_some() {
+        let object = SfObject::LoginHistory;
+        let previous = cursor.get(&org_id, object).clone();
+        let (soql, mode, mut next) = run.read_plan(object, &previous);
+        let read = Read {
+            object,
+            soql,
+            mode,
+            previous: Some(&previous),
+        };
+        match read_object(client, &mut sink, run, read, Some(&mut next), shutdown).await {
+            Ok(count) => {
+                fetched.records.insert(object.to_string(), count as i64);
+                next_cursors.push((object, next));
+            }
+            // Refused on its first page, so nothing of it was emitted; the cursor stays.
+            Err(SyncError::Salesforce(e)) if is_permission_refusal(&e) => {
+                let org = client.org_name().to_owned();
+                run.progress.object_finished(&org, object, 0);
+                // Salesforce's own words, without the generic hint for INVALID_TYPE
+                // (which names the licence objects' permission, not this one's).
+                let said = match &e {
+                    SalesforceError::Refused { code, message, .. } => format!("{code}: {message}"),
+                    other => other.to_string(),
+                };
+                let said = said.split_whitespace().collect::<Vec<_>>().join(" ");
+                tracing::warn!(org = %org, error = %said,
+                    "LoginHistory is not readable: grant the integration user {} \
+                     (login activity is not tracked until then; everything else synced)",
+                    LOGIN_HISTORY_PERMISSION);
+                fetched.warning = Some(format!(
+                    "LoginHistory not read: the integration user lacks \
+                     {LOGIN_HISTORY_PERMISSION}; grant it, or set login_history = false \
+                     for this org (Salesforce said {said})"
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
     sink.drain().await?;
 
     // Every event is acknowledged: the cursors may move.
@@ -460,12 +541,19 @@ async fn read_object(
 }
 
 fn modstamp(object: SfObject, record: &str) -> Result<DateTime<Utc>, SyncError> {
+    let field = cursor::cursor_field(object);
     let fields: Modstamp<'_> = serde_json::from_str(record)
-        .map_err(|e| SyncError::Record(format!("{object} without Id or SystemModstamp: {e}")))?;
-    parse_datetime(&fields.system_modstamp).map_err(|e| {
+        .map_err(|e| SyncError::Record(format!("{object} without Id or {field}: {e}")))?;
+    let value = match object {
+        SfObject::LoginHistory => fields.login_time,
+        _ => fields.system_modstamp,
+    };
+    let value =
+        value.ok_or_else(|| SyncError::Record(format!("{object} {} has no {field}", fields.id)))?;
+    parse_datetime(&value).map_err(|e| {
         SyncError::Record(format!(
-            "{object} {} has SystemModstamp {:?}: {e}",
-            fields.id, fields.system_modstamp
+            "{object} {} has {field} {:?}: {e}",
+            fields.id, value
         ))
     })
 }

@@ -22,6 +22,8 @@ pub enum SfObject {
     PermissionSetLicenseAssign,
     UserPackageLicense,
     User,
+    /// Read only when enabled (ingest's `login_history`); never part of [`SfObject::ALL`].
+    LoginHistory,
 }
 
 impl SfObject {
@@ -36,6 +38,17 @@ impl SfObject {
         SfObject::User,
     ];
 
+    /// Every object seatwatch knows: [`SfObject::ALL`] and the optional ones.
+    pub const KNOWN: [SfObject; 7] = [
+        SfObject::UserLicense,
+        SfObject::PermissionSetLicense,
+        SfObject::PackageLicense,
+        SfObject::PermissionSetLicenseAssign,
+        SfObject::UserPackageLicense,
+        SfObject::User,
+        SfObject::LoginHistory,
+    ];
+
     /// The object's API name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -45,11 +58,12 @@ impl SfObject {
             SfObject::PermissionSetLicenseAssign => "PermissionSetLicenseAssign",
             SfObject::UserPackageLicense => "UserPackageLicense",
             SfObject::User => "User",
+            SfObject::LoginHistory => "LoginHistory",
         }
     }
 
     pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|o| o.as_str() == name)
+        Self::KNOWN.into_iter().find(|o| o.as_str() == name)
     }
 }
 
@@ -150,9 +164,14 @@ mod tests {
 
     #[test]
     fn object_names_round_trip() {
-        for object in SfObject::ALL {
+        for object in SfObject::KNOWN {
             assert_eq!(SfObject::parse(object.as_str()), Some(object));
         }
+        assert!(!SfObject::ALL.contains(&SfObject::LoginHistory));
+        assert_eq!(
+            SfObject::parse("LoginHistory"),
+            Some(SfObject::LoginHistory)
+        );
         assert_eq!(SfObject::parse("Account"), None);
     }
 }

@@ -101,6 +101,10 @@ pub struct UserState {
     pub user_license: Option<String>,
     pub license_definition_key: Option<String>,
     pub last_login_at: Option<i64>,
+    /// The latest successful LoginTime in LoginHistory (schema version 2); `None` when
+    /// LoginHistory is not read.
+    #[serde(default)]
+    pub last_activity_at: Option<i64>,
     pub permission_set_licenses: Vec<String>,
     pub package_licenses: Vec<String>,
     pub observed_at: i64,
@@ -111,6 +115,12 @@ impl UserState {
     /// The Kafka key: `org/user-id`.
     pub fn key(&self) -> String {
         user_key(&self.org_id, &self.user_id)
+    }
+
+    /// The user's most recent known activity: the later of `last_login_at` and
+    /// `last_activity_at` (milliseconds), `None` when neither is known.
+    pub fn last_seen_at(&self) -> Option<i64> {
+        self.last_login_at.max(self.last_activity_at)
     }
 }
 
@@ -312,8 +322,10 @@ impl AvroRecord for LicenseState {
 
 impl AvroRecord for UserState {
     const SCHEMA: &'static str = include_str!("../avro/user_state.avsc");
-    const PUBLISHED: &'static [&'static str] =
-        &[include_str!("../avro/published/user_state/v1.avsc")];
+    const PUBLISHED: &'static [&'static str] = &[
+        include_str!("../avro/published/user_state/v1.avsc"),
+        include_str!("../avro/published/user_state/v2.avsc"),
+    ];
     crate::codec_once!();
 }
 
@@ -332,7 +344,9 @@ impl AvroRecord for Alert {
 
 impl AvroRecord for Recommendation {
     const SCHEMA: &'static str = include_str!("../avro/recommendation.avsc");
-    const PUBLISHED: &'static [&'static str] =
-        &[include_str!("../avro/published/recommendation/v1.avsc")];
+    const PUBLISHED: &'static [&'static str] = &[
+        include_str!("../avro/published/recommendation/v1.avsc"),
+        include_str!("../avro/published/recommendation/v2.avsc"),
+    ];
     crate::codec_once!();
 }

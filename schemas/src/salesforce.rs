@@ -74,6 +74,12 @@ fn opt_datetime<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>
         .transpose()
 }
 
+fn req_datetime<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    // Owned, so that records read from a `serde_json::Value` parse too.
+    let s = String::deserialize(d)?;
+    parse_datetime(&s).map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+}
+
 fn opt_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NaiveDate>, D::Error> {
     Option::<&str>::deserialize(d)?
         .map(|s| parse_date(s).map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}"))))
@@ -172,6 +178,40 @@ pub struct UserRecord {
     pub profile: Option<ProfileRef>,
 }
 
+/// A `LoginHistory` row: one login attempt, successful or not. Only the fields seatwatch
+/// uses are typed; the raw record on `salesforce.usage.raw` keeps all of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LoginHistoryRecord {
+    pub id: String,
+    pub user_id: String,
+    #[serde(deserialize_with = "req_datetime")]
+    pub login_time: DateTime<Utc>,
+    /// `Success`, or the failure reason (`Invalid Password`, ...).
+    pub status: String,
+    #[serde(default)]
+    pub application: Option<String>,
+    /// `Application`, `Remote Access 2.0`, `Other Apex API`, ...
+    #[serde(default)]
+    pub login_type: Option<String>,
+    #[serde(default)]
+    pub login_sub_type: Option<String>,
+    #[serde(default)]
+    pub login_url: Option<String>,
+    #[serde(default)]
+    pub source_ip: Option<String>,
+}
+
+impl LoginHistoryRecord {
+    /// The `Status` Salesforce writes for a successful login.
+    pub const SUCCESS: &'static str = "Success";
+
+    /// Whether the login succeeded.
+    pub fn succeeded(&self) -> bool {
+        self.status == Self::SUCCESS
+    }
+}
+
 /// `User.Profile`, as nested in a query result.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -263,6 +303,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("TotalLicenses"), "{err}");
+    }
+
+    #[test]
+    fn login_history_fixture_parses() {
+        let page: serde_json::Value = serde_json::from_str(include_str!(
+            "../../fixtures/salesforce/query_loginhistory.json"
+        ))
+        .unwrap();
+        let records: Vec<LoginHistoryRecord> =
+            serde_json::from_value(page["body"]["records"].clone()).unwrap();
+        assert_eq!(records.len(), 4);
+        assert_eq!(records[0].id, "0Ya5g0000000001CAA");
+        assert_eq!(records[0].user_id, "0055g00000AbCdEAAV");
+        assert_eq!(records[0].login_time.timestamp_millis(), 1_714_566_895_000);
+        assert!(records[0].succeeded());
+        assert_eq!(records[0].login_type.as_deref(), Some("Remote Access 2.0"));
+        assert_eq!(records[2].status, "Invalid Password");
+        assert!(!records[2].succeeded());
+        assert!(!records[3].succeeded());
+        let err = serde_json::from_str::<LoginHistoryRecord>(
+            r#"{"Id":"0Ya1","UserId":"005","Status":"Success","LoginTime":null}"#,
+        );
+        assert!(err.is_err(), "LoginTime is required");
     }
 
     #[test]

@@ -38,6 +38,7 @@ fn user() -> UserState {
         user_license: Some("Salesforce".into()),
         license_definition_key: Some("SFDC".into()),
         last_login_at: None,
+        last_activity_at: None,
         permission_set_licenses: vec!["0PL5g0000000001GAA".into()],
         package_licenses: vec![],
         observed_at: 1_714_566_896_000,
@@ -122,6 +123,7 @@ fn every_record_round_trips_through_its_schema() {
     round_trip(user());
     round_trip(UserState {
         last_login_at: Some(5),
+        last_activity_at: Some(7),
         active: false,
         ..user()
     });
@@ -200,7 +202,8 @@ fn fingerprints_are_the_ones_stock_avro_libraries_compute() {
     let hex = |print: [u8; 8]| -> String { print.iter().map(|b| format!("{b:02x}")).collect() };
     assert_eq!(hex(SyncStatus::codec().fingerprint()), "41c67cb94dd1e572");
     assert_eq!(hex(LicenseState::codec().fingerprint()), "1538b1e2f65617d1");
-    assert_eq!(hex(UserState::codec().fingerprint()), "be6349eae8737c52");
+    // UserState v2 (`last_activity_at`); v1 was be6349eae8737c52, still decoded.
+    assert_eq!(hex(UserState::codec().fingerprint()), "d2d3fc6ecfccee42");
     assert_eq!(hex(Alert::codec().fingerprint()), "d83ca65fdc70941c");
     assert_eq!(
         hex(Recommendation::codec().fingerprint()),

@@ -37,6 +37,11 @@ const FROZEN: &[(&str, u32, &str)] = &[
         "c953af6a0c9ae42b647c941a198fd56365427f4796cf4553be26a40be21505ff",
     ),
     (
+        "recommendation",
+        2,
+        "ec750b03be0444bd96fb461c70dde6969c48f3ec6df2af145cb863338663c59a",
+    ),
+    (
         "sync_status",
         1,
         "a36ace0a4ddc7de961aa73bee429bd89a0dfb89951bbe8db971e46bb371ad92d",
@@ -45,6 +50,11 @@ const FROZEN: &[(&str, u32, &str)] = &[
         "user_state",
         1,
         "99e7d252fd3d3ea2e71cf50761499d61b801a8c9a8d8a9c59893d89d6261dc69",
+    ),
+    (
+        "user_state",
+        2,
+        "911b5f21a2e230d8eeabb58e842482798b424cadbcb87cee1d5aff0f3a18f2ae",
     ),
 ];
 
@@ -531,4 +541,48 @@ fn contracts_list_each_topic_once() {
             .all(|other| other.topic != contract.topic));
         assert!(all[i + 1..].iter().all(|other| other.name != contract.name));
     }
+}
+
+#[test]
+fn a_user_state_written_with_version_1_reads_with_no_last_activity() {
+    let v1_text = UserState::PUBLISHED[0];
+    assert!(!v1_text.contains("last_activity_at"));
+    let v1 = AvroCodec::new(v1_text).unwrap();
+    let user = UserState {
+        org_id: "00D5g000004XyZwEAK".into(),
+        user_id: "0055g00000AbCdEAAV".into(),
+        username: "a@example.com".into(),
+        active: true,
+        user_type: "Standard".into(),
+        profile_name: None,
+        user_license_id: Some("100x".into()),
+        user_license: Some("Salesforce".into()),
+        license_definition_key: None,
+        last_login_at: Some(1_700_000_000_000),
+        last_activity_at: None,
+        permission_set_licenses: vec!["0PLx".into()],
+        package_licenses: vec![],
+        observed_at: 1_714_566_896_000,
+        sync_id: "s1".into(),
+    };
+    // The value as a version-1 writer has it: every field but last_activity_at.
+    let mut value = apache_avro::to_value(&user).unwrap();
+    if let Value::Record(fields) = &mut value {
+        fields.retain(|(name, _)| name != "last_activity_at");
+    }
+    let value = value.resolve(v1.schema()).unwrap();
+    let mut bytes = vec![0xC3, 0x01];
+    bytes.extend_from_slice(&v1.fingerprint());
+    bytes.extend(apache_avro::to_avro_datum(v1.schema(), value).unwrap());
+
+    let read = UserState::from_avro(&bytes).unwrap();
+    assert_eq!(read, user);
+
+    // And a version-2 value with the field set keeps it.
+    let active = UserState {
+        last_activity_at: Some(1_714_000_000_000),
+        ..user
+    };
+    let read = UserState::from_avro(&active.to_avro().unwrap()).unwrap();
+    assert_eq!(read.last_activity_at, Some(1_714_000_000_000));
 }

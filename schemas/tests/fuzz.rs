@@ -244,7 +244,7 @@ fn user_state() -> impl Strategy<Value = UserState> {
         (
             opt_text(),
             opt_text(),
-            any::<Option<i64>>(),
+            (any::<Option<i64>>(), any::<Option<i64>>()),
             vec(text(), 0..4),
             vec(text(), 0..4),
             any::<i64>(),
@@ -257,7 +257,7 @@ fn user_state() -> impl Strategy<Value = UserState> {
                 (
                     user_license,
                     license_definition_key,
-                    last_login_at,
+                    (last_login_at, last_activity_at),
                     permission_set_licenses,
                     package_licenses,
                     observed_at,
@@ -274,6 +274,7 @@ fn user_state() -> impl Strategy<Value = UserState> {
                 user_license,
                 license_definition_key,
                 last_login_at,
+                last_activity_at,
                 permission_set_licenses,
                 package_licenses,
                 observed_at,

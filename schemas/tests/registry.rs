@@ -47,6 +47,7 @@ fn user() -> UserState {
         user_license: None,
         license_definition_key: None,
         last_login_at: Some(1),
+        last_activity_at: None,
         permission_set_licenses: vec![],
         package_licenses: vec![],
         observed_at: 2,

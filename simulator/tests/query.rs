@@ -207,6 +207,61 @@ async fn incremental_query_with_tie_break_returns_exactly_the_rows_after_the_cur
 }
 
 #[tokio::test]
+async fn login_history_pages_in_login_time_order_from_a_cursor() {
+    let mut config = SimulatorConfig::for_tests();
+    config.page_size = 50;
+    let sim = Sim::start(config).await;
+    let token = sim.login().await;
+
+    let (rows, failed): (Vec<(String, String)>, usize) = sim.running.handle().with_org(|org| {
+        let mut rows: Vec<_> = org
+            .login_history
+            .iter()
+            .map(|r| (r.login_time, r.id.clone()))
+            .collect();
+        rows.sort();
+        let rows = rows
+            .into_iter()
+            .map(|(at, id)| (sftime::datetime(&at), id))
+            .collect();
+        let failed = org
+            .login_history
+            .iter()
+            .filter(|r| r.status != "Success")
+            .count();
+        (rows, failed)
+    });
+    assert!(rows.len() > 100, "a month of logins: {}", rows.len());
+    assert!(failed > 0, "some logins failed");
+
+    // From the middle row on, with `>=` and then strictly after it with the id tie-break.
+    let (at, id) = rows[rows.len() / 2].clone();
+    let from: Vec<String> = rows
+        .iter()
+        .filter(|(t, _)| *t >= at)
+        .map(|(_, i)| i.clone())
+        .collect();
+    let soql = format!(
+        "SELECT Id, UserId, LoginTime, Status FROM LoginHistory WHERE LoginTime >= {at} \
+         ORDER BY LoginTime, Id"
+    );
+    let pages = sim.query_all_pages(&token, &soql).await;
+    assert!(pages.len() > 1, "paginated");
+    assert_eq!(ids_of(&pages), from);
+
+    let position = rows.iter().position(|(_, i)| *i == id).unwrap();
+    let after: Vec<String> = rows[position + 1..]
+        .iter()
+        .map(|(_, i)| i.clone())
+        .collect();
+    let soql = format!(
+        "SELECT Id, LoginTime FROM LoginHistory WHERE (LoginTime = {at} AND Id > '{id}') \
+         OR LoginTime > {at} ORDER BY LoginTime, Id"
+    );
+    assert_eq!(ids_of(&sim.query_all_pages(&token, &soql).await), after);
+}
+
+#[tokio::test]
 async fn query_errors_equal_the_recorded_responses() {
     let sim = Sim::default().await;
     let token = sim.login().await;

@@ -165,13 +165,13 @@ impl Metrics {
     }
 
     fn touch_known_series(&self) {
-        let objects = SfObject::ALL.iter().map(|o| o.as_str());
+        let objects = SfObject::KNOWN.iter().map(|o| o.as_str());
         for object in objects.chain([UNKNOWN_OBJECT]) {
             for outcome in ["ok", "dlq"] {
                 self.records.with_label_values(&[object, outcome]);
             }
         }
-        for object in SfObject::ALL {
+        for object in SfObject::KNOWN {
             for outcome in SnapshotOutcome::ALL {
                 self.snapshots
                     .with_label_values(&[object.as_str(), outcome.as_str()]);

@@ -173,6 +173,8 @@ pub fn user_state(
         user_license: license.and_then(|l| l.name.clone()),
         license_definition_key: license.and_then(|l| l.license_definition_key.clone()),
         last_login_at: record.last_login_date.map(|at| at.timestamp_millis()),
+        // LoginHistory's business: the processor fills it in.
+        last_activity_at: None,
         permission_set_licenses,
         package_licenses,
         observed_at: observed.at_ms,

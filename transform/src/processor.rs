@@ -43,6 +43,12 @@
 //! incomplete) assignment snapshots before that first full one do not re-publish restored
 //! users: their rows alone would drop the licences held through older rows.
 //!
+//! Login activity: a successful `LoginHistory` row moves its user's `last_activity_at` to
+//! its `LoginTime` when that is later than what is known (never backwards), and the user,
+//! if published, is published again with it; a user not yet known gets it when their
+//! record arrives. Failed logins change nothing. `LoginHistory` snapshots are never full,
+//! tombstone nothing and re-processing a row changes nothing, so no output repeats.
+//!
 //! Known shortcut: an open snapshot that never ends (an org dropped from ingest mid-sync)
 //! holds back its partition's committed offset until ingest syncs that object of that org
 //! again; a bound on how far an open snapshot may trail would be the fix.
@@ -51,8 +57,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use seatwatch_schemas::records::{license_key, user_key};
 use seatwatch_schemas::salesforce::{
-    PackageLicenseRecord, PermissionSetLicenseAssignRecord, PermissionSetLicenseRecord, RecordId,
-    UserLicenseRecord, UserPackageLicenseRecord, UserRecord,
+    LoginHistoryRecord, PackageLicenseRecord, PermissionSetLicenseAssignRecord,
+    PermissionSetLicenseRecord, RecordId, UserLicenseRecord, UserPackageLicenseRecord, UserRecord,
 };
 use seatwatch_schemas::{
     Encoder, EncodingError, EnvelopeKind, LicenseKind, LicenseState, SfObject, SnapshotEnd,
@@ -151,6 +157,9 @@ struct OrgState {
     restored_users: BTreeSet<String>,
     /// Assignment rows per assignment object.
     assignments: BTreeMap<SfObject, Assignments>,
+    /// The latest successful `LoginTime` (ms) seen in `LoginHistory` per user id, users
+    /// not yet published included.
+    activity: BTreeMap<String, i64>,
     /// Snapshots whose end marker has not arrived yet, per object.
     open: BTreeMap<SfObject, OpenSnapshot>,
 }
@@ -474,7 +483,35 @@ impl OrgState {
                 let record = self.parse(&event, |r: &UserRecord| &r.id)?;
                 self.on_user(observed, &record, encoder)
             }
+            SfObject::LoginHistory => {
+                let record = self.parse(&event, |r: &LoginHistoryRecord| &r.id)?;
+                self.on_login(&record, encoder)
+            }
         }
+    }
+
+    /// A login: a successful one later than the user's known activity moves it, and
+    /// re-publishes the user if they are known.
+    fn on_login(
+        &mut self,
+        record: &LoginHistoryRecord,
+        encoder: &StateEncoder,
+    ) -> Result<Vec<Output>, Rejection> {
+        if !record.succeeded() {
+            return Ok(Vec::new());
+        }
+        let at = record.login_time.timestamp_millis();
+        let latest = self.activity.entry(record.user_id.clone()).or_insert(at);
+        *latest = (*latest).max(at);
+        let latest = *latest;
+        let Some(state) = self.users.get_mut(&record.user_id) else {
+            return Ok(Vec::new());
+        };
+        if state.last_activity_at.is_some_and(|known| known >= latest) {
+            return Ok(Vec::new());
+        }
+        state.last_activity_at = Some(latest);
+        Ok(vec![encoder.user_output(state)?])
     }
 
     /// The event's typed record, if it parses and the event's key names its id.
@@ -515,7 +552,10 @@ impl OrgState {
     ) -> Result<Vec<Output>, Rejection> {
         let permission_sets = self.holdings(SfObject::PermissionSetLicenseAssign, &record.id);
         let packages = self.holdings(SfObject::UserPackageLicense, &record.id);
-        let state = normalize::user_state(observed, record, permission_sets, packages);
+        let mut state = normalize::user_state(observed, record, permission_sets, packages);
+        // Activity never moves backwards: what LoginHistory said, or what was published.
+        let published = self.users.get(&record.id).and_then(|u| u.last_activity_at);
+        state.last_activity_at = self.activity.get(&record.id).copied().max(published);
         let output = encoder.user_output(&state)?;
         self.restored_users.remove(&record.id);
         match self.users.get_mut(&record.id) {
@@ -608,6 +648,8 @@ impl OrgState {
         match (object, license_kind(object)) {
             (_, Some(kind)) => Ok(self.close_licenses(org_id, object, kind, snapshot, full)),
             (SfObject::User, None) => Ok(self.close_users(org_id, snapshot, full)),
+            // A log, never a snapshot of what exists: nothing to apply or tombstone.
+            (SfObject::LoginHistory, None) => Ok(Vec::new()),
             (_, None) => self.close_assignments(object, snapshot, full, encoder),
         }
     }
@@ -651,6 +693,7 @@ impl OrgState {
             .map(|id| {
                 self.users.remove(&id);
                 self.restored_users.remove(&id);
+                self.activity.remove(&id);
                 Output::tombstone(Target::UserState, org_id, user_key(org_id, &id))
             })
             .collect()

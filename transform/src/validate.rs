@@ -135,6 +135,18 @@ const USER: &[Field] = &[
     opt("Profile.UserLicense.LicenseDefinitionKey", Expect::Text),
 ];
 
+const LOGIN_HISTORY: &[Field] = &[
+    req("Id", Expect::Text),
+    req("UserId", Expect::Text),
+    req("LoginTime", Expect::SfDateTime),
+    req("Status", Expect::Text),
+    opt("Application", Expect::Text),
+    opt("LoginType", Expect::Text),
+    opt("LoginSubType", Expect::Text),
+    opt("LoginUrl", Expect::Text),
+    opt("SourceIp", Expect::Text),
+];
+
 fn record_fields(object: SfObject) -> &'static [Field] {
     match object {
         SfObject::UserLicense => USER_LICENSE,
@@ -143,6 +155,7 @@ fn record_fields(object: SfObject) -> &'static [Field] {
         SfObject::PermissionSetLicenseAssign => PERMISSION_SET_LICENSE_ASSIGN,
         SfObject::UserPackageLicense => USER_PACKAGE_LICENSE,
         SfObject::User => USER,
+        SfObject::LoginHistory => LOGIN_HISTORY,
     }
 }
 
@@ -233,7 +246,7 @@ fn check_envelope(envelope: Envelope<'_>) -> Result<Envelope<'_>, Rejection> {
 
 fn unknown_object(name: &str) -> Rejection {
     let shown: String = name.chars().take(64).collect();
-    let known: Vec<&str> = SfObject::ALL.iter().map(|o| o.as_str()).collect();
+    let known: Vec<&str> = SfObject::KNOWN.iter().map(|o| o.as_str()).collect();
     let message = format!(
         "field object is {shown:?}, which seatwatch does not read; expected one of {}",
         known.join(", ")

@@ -428,6 +428,7 @@ fn users_carry_sorted_assignments_and_profile_licence() {
             user_license: Some("Salesforce".into()),
             license_definition_key: None,
             last_login_at: Some(1_714_464_723_000),
+            last_activity_at: None,
             permission_set_licenses: sorted(&["0PL5g0000000001GAA", "0PL5g0000000002GAA"]),
             package_licenses: sorted(&["0505g0000000001AAA"]),
             observed_at: FETCHED_MS,
@@ -1217,4 +1218,182 @@ fn state_keys_are_parsed_segment_by_segment() {
     for bad in ["00Dx", "00Dx/", "/005y", "00Dx/005y/z"] {
         assert_eq!(parse_user_key(bad), None, "{bad}");
     }
+}
+
+fn login(id: &str, user_id: &str, at: &str, status: &str) -> Value {
+    json!({
+        "attributes": {"type": "LoginHistory"},
+        "Id": id,
+        "UserId": user_id,
+        "LoginTime": at,
+        "Status": status,
+        "Application": "Browser",
+        "LoginType": "Application",
+        "LoginSubType": "UsernamePasswordUiLogin",
+        "LoginUrl": "northwind-demo.my.salesforce.com",
+        "SourceIp": "203.0.113.7",
+    })
+}
+
+const AVERY: &str = "0055g00000QrStUAAV";
+const CASEY: &str = "0055g00000NeVeRAAV";
+/// Avery's LastLoginDate in the user fixture, 2024-04-30T08:12:03Z.
+const AVERY_LAST_LOGIN_MS: i64 = 1_714_464_723_000;
+
+#[test]
+fn a_successful_login_after_last_login_date_moves_last_activity_and_a_failed_one_does_not() {
+    let mut feed = Feed::new();
+    feed.full(
+        SYNC_1,
+        SfObject::User,
+        &fixture!("query_user_with_profile_license.json"),
+    );
+
+    // A failed login of a known user: nothing to publish.
+    let failed = login(
+        "0Ya1",
+        CASEY,
+        "2024-05-01T09:00:00.000+0000",
+        "Invalid Password",
+    );
+    assert!(feed
+        .record(SYNC_2, SfObject::LoginHistory, &failed)
+        .is_empty());
+
+    // A successful login a day after Avery's LastLoginDate: Avery again, with it.
+    let success = login("0Ya2", AVERY, "2024-05-01T09:00:00.000+0000", "Success");
+    let outputs = feed.record(SYNC_2, SfObject::LoginHistory, &success);
+    let [output] = &outputs[..] else {
+        panic!("expected Avery's state, got {outputs:?}");
+    };
+    assert_eq!(key(output), format!("{ORG}/{AVERY}"));
+    let avery = user(output);
+    assert_eq!(avery.last_activity_at, Some(1_714_554_000_000));
+    assert_eq!(avery.last_login_at, Some(AVERY_LAST_LOGIN_MS), "untouched");
+    assert_eq!(avery.last_seen_at(), Some(1_714_554_000_000));
+    assert_eq!(
+        avery.sync_id, "sync-1",
+        "the user record's sync, not the login's"
+    );
+
+    // An older success, the same row again, and a failure after it: nothing moves.
+    let older = login("0Ya3", AVERY, "2024-04-30T10:00:00.000+0000", "Success");
+    assert!(feed
+        .record(SYNC_2, SfObject::LoginHistory, &older)
+        .is_empty());
+    assert!(feed
+        .record(SYNC_2, SfObject::LoginHistory, &success)
+        .is_empty());
+    let later_failure = login(
+        "0Ya4",
+        AVERY,
+        "2024-05-01T11:00:00.000+0000",
+        "Invalid Password",
+    );
+    assert!(feed
+        .record(SYNC_2, SfObject::LoginHistory, &later_failure)
+        .is_empty());
+
+    // The end of the log's read deletes nothing.
+    let end = feed.end(SYNC_2, SfObject::LoginHistory, SnapshotMode::Incremental, 5);
+    assert!(end.is_empty(), "{end:?}");
+
+    // Avery's next user record keeps the activity; Casey's failure left Casey without any.
+    let outputs = feed.full(
+        SYNC_3,
+        SfObject::User,
+        &fixture!("query_user_with_profile_license.json"),
+    );
+    let avery = user(find(&outputs, &format!("{ORG}/{AVERY}")));
+    assert_eq!(avery.last_activity_at, Some(1_714_554_000_000));
+    let casey = user(find(&outputs, &format!("{ORG}/{CASEY}")));
+    assert_eq!(casey.last_activity_at, None);
+    assert!(tombstone_keys(&outputs).is_empty());
+}
+
+#[test]
+fn login_history_before_the_user_arrives_is_applied_when_the_user_does() {
+    let mut feed = Feed::new();
+    // The fixture: two successes (0055g00000AbCdEAAV at 12:34:55 on 1 May, Avery at her
+    // LastLoginDate), a failure for Casey and an older failure for AbCdE.
+    let logins = fixture!("query_loginhistory.json");
+    let outputs = feed.snapshot(
+        SYNC_1,
+        SfObject::LoginHistory,
+        SnapshotMode::Incremental,
+        &logins,
+    );
+    assert!(outputs.is_empty(), "no user is known yet: {outputs:?}");
+
+    let outputs = feed.full(
+        SYNC_2,
+        SfObject::User,
+        &fixture!("query_user_with_profile_license.json"),
+    );
+    let integration = user(find(&outputs, &format!("{ORG}/0055g00000AbCdEAAV")));
+    assert_eq!(integration.last_activity_at, Some(1_714_566_895_000));
+    let avery = user(find(&outputs, &format!("{ORG}/{AVERY}")));
+    assert_eq!(avery.last_activity_at, Some(AVERY_LAST_LOGIN_MS));
+    let casey = user(find(&outputs, &format!("{ORG}/{CASEY}")));
+    assert_eq!(
+        casey.last_activity_at, None,
+        "a failed login is no activity"
+    );
+    let guest = user(find(&outputs, &format!("{ORG}/0055g00000GuEsTAAV")));
+    assert_eq!(guest.last_activity_at, None);
+}
+
+#[test]
+fn login_history_is_idempotent() {
+    // The same events twice into fresh processors, and once more into the first: the
+    // same bytes, and the replay publishes nothing new.
+    let mut events = whole_sync(SYNC_1);
+    for row in &fixture!("query_loginhistory.json") {
+        let key = SYNC_2.record_key(SfObject::LoginHistory, row);
+        events.push((
+            key,
+            SYNC_2.envelope(SfObject::LoginHistory, Some(row), None),
+        ));
+    }
+    let extra = login("0Ya9", AVERY, "2024-05-02T00:00:00.000+0000", "Success");
+    events.push((
+        SYNC_2.record_key(SfObject::LoginHistory, &extra),
+        SYNC_2.envelope(SfObject::LoginHistory, Some(&extra), None),
+    ));
+    let end = SnapshotEnd {
+        mode: SnapshotMode::Incremental,
+        records: 5,
+    };
+    events.push((
+        format!("{ORG}/LoginHistory"),
+        SYNC_2.envelope(SfObject::LoginHistory, None, Some(end)),
+    ));
+
+    let mut first = Feed::new();
+    let a = feed_all(&mut first, &events);
+    let b = feed_all(&mut Feed::new(), &events);
+    let bytes = |outputs: &[Output]| -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        outputs
+            .iter()
+            .map(|o| (o.key.clone().unwrap(), o.value.clone()))
+            .collect()
+    };
+    assert_eq!(bytes(&a), bytes(&b));
+    let moved: Vec<UserState> = a
+        .iter()
+        .filter(|o| key(o).ends_with(AVERY) && o.target == Target::UserState)
+        .map(user)
+        .collect();
+    assert_eq!(
+        moved.last().unwrap().last_activity_at,
+        Some(1_714_608_000_000),
+        "the latest success wins"
+    );
+
+    let login_events = &events[events.len() - 6..];
+    let again = feed_all(&mut first, login_events);
+    assert!(
+        again.is_empty(),
+        "re-processed logins publish nothing: {again:?}"
+    );
 }
