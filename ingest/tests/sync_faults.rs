@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -13,7 +14,8 @@ use rdkafka::producer::DefaultProducerContext;
 use seatwatch_common::http::Health;
 use seatwatch_common::Shutdown;
 use seatwatch_ingest::{run_with, sync_once, IngestConfig, OrgConfig};
-use seatwatch_schemas::{SyncOutcome, SyncStatus};
+use seatwatch_schemas::salesforce::RecordId;
+use seatwatch_schemas::{SfObject, SyncOutcome, SyncStatus};
 use seatwatch_simulator::{Credentials, Faults, RunningSimulator, SimulatorConfig};
 
 struct Setup {
@@ -159,6 +161,106 @@ async fn a_response_slower_than_the_request_timeout_is_retried() {
         started.elapsed() < Duration::from_secs(5),
         "ingest gave up on the slow call instead of waiting it out"
     );
+}
+
+/// How many data calls a clean first sync of the built-in org makes, measured on a
+/// simulator of its own: the last `User` pages are the last calls.
+async fn clean_sync_calls() -> u32 {
+    let setup = setup().await;
+    assert_success(&sync(&setup.config).await.remove(0));
+    u32::try_from(setup.sim.handle().api_calls()).unwrap()
+}
+
+/// The ids of every `User` record on the raw topic, with how often each came.
+fn emitted_users(setup: &Setup) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for envelope in support::raw_envelopes(&setup.config.kafka) {
+        if envelope.object != SfObject::User {
+            continue;
+        }
+        let Some(record) = envelope.record else {
+            continue;
+        };
+        let id: RecordId<'_> = serde_json::from_str(record.get()).unwrap();
+        *seen.entry(id.id.into_owned()).or_default() += 1;
+    }
+    seen
+}
+
+fn simulated_users(setup: &Setup) -> BTreeSet<String> {
+    setup
+        .sim
+        .handle()
+        .with_org(|org| org.users.iter().map(|u| u.id.clone()).collect())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_on_page_k_of_n_are_retried_and_every_user_is_emitted_once() {
+    // The built-in org's 1,200 users come in 6 pages of 200, the last calls of a sync:
+    // letting all but 3 calls through puts each fault on page 4 of 6.
+    let page_four = clean_sync_calls().await - 3;
+    let cases: [(&str, fn(&mut Faults)); 3] = [
+        ("503 twice", |f| f.fail_next_data_calls = 2),
+        ("420 edge HTML twice", |f| f.edge_html_next_data_calls = 2),
+        ("a response slower than the timeout", |f| {
+            f.slow_next_data_calls = 1;
+            f.slow_call_delay = Duration::from_secs(5);
+        }),
+    ];
+    for (name, inject) in cases {
+        let mut setup = setup().await;
+        setup.config.request_timeout_secs = 1;
+        setup.sim.handle().with_faults(|f| {
+            f.faults_after_data_calls = page_four;
+            inject(f);
+        });
+
+        let status = sync(&setup.config).await.remove(0);
+
+        assert_success(&status);
+        let left = setup.sim.handle().with_faults(|f| {
+            f.faults_after_data_calls
+                + f.fail_next_data_calls
+                + f.edge_html_next_data_calls
+                + f.slow_next_data_calls
+        });
+        assert_eq!(left, 0, "{name}: the fault was met on page 4");
+        let emitted = emitted_users(&setup);
+        let ids: BTreeSet<String> = emitted.keys().cloned().collect();
+        assert_eq!(
+            ids,
+            simulated_users(&setup),
+            "{name}: the union is the full result"
+        );
+        let repeated: Vec<_> = emitted.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            repeated.is_empty(),
+            "{name}: a retried page re-emitted {repeated:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outage_on_page_k_fails_the_sync_and_the_next_one_completes_it() {
+    let page_four = clean_sync_calls().await - 3;
+    let setup = setup().await;
+    setup.sim.handle().with_faults(|f| {
+        f.faults_after_data_calls = page_four;
+        f.fail_next_data_calls = u32::try_from(setup.config.max_attempts).unwrap();
+    });
+
+    let failed = sync(&setup.config).await.remove(0);
+    assert_eq!(failed.outcome, SyncOutcome::Failed);
+    let partial = emitted_users(&setup).len();
+    assert_eq!(partial, 600, "pages 1 to 3 were emitted before the outage");
+
+    // The cursor did not pass the failed page: the next sync reads the users again, in
+    // full, and the union is the whole org.
+    let next = sync(&setup.config).await.remove(0);
+    assert_success(&next);
+    assert_eq!(next.records["User"], user_count(&setup));
+    let ids: BTreeSet<String> = emitted_users(&setup).into_keys().collect();
+    assert_eq!(ids, simulated_users(&setup));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -14,6 +14,9 @@ use std::time::Duration;
 /// The faults in force; the default injects nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Faults {
+    /// Let this many data calls through untouched before the `*_next_data_calls` faults
+    /// start, so that a fault can land on page k of a query rather than on its first.
+    pub faults_after_data_calls: u32,
     /// Fail this many upcoming data calls with 420 and the Salesforce Edge HTML page.
     pub edge_html_next_data_calls: u32,
     /// Fail this many upcoming data calls with 503 `SERVER_UNAVAILABLE`.
@@ -59,6 +62,16 @@ pub enum InjectedFault {
 }
 
 impl Faults {
+    /// Counts one data call against `faults_after_data_calls`: true while calls are still
+    /// to be let through untouched (the call then takes no fault at all).
+    pub fn pass_untouched(&mut self) -> bool {
+        if self.faults_after_data_calls == 0 {
+            return false;
+        }
+        self.faults_after_data_calls -= 1;
+        true
+    }
+
     /// Consumes the next fault that replaces a data call's answer, if any.
     pub fn take(&mut self) -> Option<InjectedFault> {
         if self.edge_html_next_data_calls > 0 {
@@ -107,6 +120,19 @@ mod tests {
         assert_eq!(faults.take(), Some(InjectedFault::ServerUnavailable));
         assert_eq!(faults.take(), Some(InjectedFault::ServerUnavailable));
         assert_eq!(faults.take(), None);
+    }
+
+    #[test]
+    fn calls_let_through_come_before_the_faults() {
+        let mut faults = Faults {
+            faults_after_data_calls: 2,
+            fail_next_data_calls: 1,
+            ..Faults::default()
+        };
+        assert!(faults.pass_untouched());
+        assert!(faults.pass_untouched());
+        assert!(!faults.pass_untouched());
+        assert_eq!(faults.take(), Some(InjectedFault::ServerUnavailable));
     }
 
     #[test]

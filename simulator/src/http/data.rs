@@ -60,9 +60,15 @@ struct Admitted {
 /// Injected faults, session, allocation; then counts the call.
 async fn admit(shared: &Shared, headers: &HeaderMap) -> Result<Admitted, Response> {
     // A slow org answers late whatever the answer is; a slow call later still.
-    let (delay, slow) = {
+    let (delay, slow, untouched) = {
         let mut state = shared.lock();
-        (state.faults.data_call_delay, state.faults.take_slow_call())
+        let untouched = state.faults.pass_untouched();
+        let slow = if untouched {
+            None
+        } else {
+            state.faults.take_slow_call()
+        };
+        (state.faults.data_call_delay, slow, untouched)
     };
     for hold in [delay, slow].into_iter().flatten() {
         tokio::time::sleep(hold).await;
@@ -71,7 +77,8 @@ async fn admit(shared: &Shared, headers: &HeaderMap) -> Result<Admitted, Respons
     let mut state = shared.lock();
     let limit = shared.api_daily_limit;
     let usage = |used| Some(Usage { used, limit });
-    match state.faults.take() {
+    let fault = if untouched { None } else { state.faults.take() };
+    match fault {
         Some(InjectedFault::EdgeHtml) => return Err(edge_html()),
         Some(InjectedFault::ServerUnavailable) => {
             let status = StatusCode::SERVICE_UNAVAILABLE;
