@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::Utc;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use seatwatch_common::http::Health;
 use seatwatch_common::Shutdown;
 use seatwatch_ingest::{run_with, sync_once, IngestConfig, OrgConfig};
@@ -256,6 +257,58 @@ async fn an_outage_on_page_k_fails_the_sync_and_the_next_one_completes_it() {
 
     // The cursor did not pass the failed page: the next sync reads the users again, in
     // full, and the union is the whole org.
+    let next = sync(&setup.config).await.remove(0);
+    assert_success(&next);
+    assert_eq!(next.records["User"], user_count(&setup));
+    let ids: BTreeSet<String> = emitted_users(&setup).into_keys().collect();
+    assert_eq!(ids, simulated_users(&setup));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn produce_errors_from_the_broker_are_retried_without_loss_or_duplicates() {
+    let setup = setup().await;
+    // The next Produce requests fail the way a broker under a leader change or overload
+    // answers; librdkafka's idempotent producer retries them.
+    let errors = [
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+    ];
+    setup
+        ._cluster
+        .request_errors(RDKafkaApiKey::Produce, &errors.repeat(2));
+
+    let status = sync(&setup.config).await.remove(0);
+
+    assert_success(&status);
+    let emitted = emitted_users(&setup);
+    let ids: BTreeSet<String> = emitted.keys().cloned().collect();
+    assert_eq!(ids, simulated_users(&setup));
+    let repeated = emitted.values().filter(|n| **n > 1).count();
+    assert_eq!(repeated, 0, "the idempotent producer wrote no record twice");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_produce_error_that_cannot_be_retried_fails_the_sync_and_the_next_one_resends() {
+    let setup = setup().await;
+    setup._cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD],
+    );
+
+    let failed = sync(&setup.config).await.remove(0);
+    assert_eq!(failed.outcome, SyncOutcome::Failed, "{failed:?}");
+    assert_eq!(failed.error_class.as_deref(), Some("broker"), "{failed:?}");
+    let message = failed.error_message.unwrap();
+    assert!(message.contains("InvalidRecord"), "{message}");
+    assert!(
+        message.contains("the next sync sends them again"),
+        "{message}"
+    );
+
+    // Nothing was acknowledged as a whole sync: no cursor, so the next sync sends every
+    // user again and the union is the whole org.
     let next = sync(&setup.config).await.remove(0);
     assert_success(&next);
     assert_eq!(next.records["User"], user_count(&setup));
