@@ -15,7 +15,7 @@ use seatwatch_common::kafka::{KafkaConfig, Topics};
 use seatwatch_common::Shutdown;
 use seatwatch_schemas::avro::AvroRecord;
 use seatwatch_schemas::encoding::{CONFLUENT_HEADER_LEN, CONFLUENT_MAGIC};
-use seatwatch_schemas::{Encoder, EncodingError, LicenseState, RegistryClient, SfObject};
+use seatwatch_schemas::{Encoder, EncodingError, LicenseState, RegistryClient};
 use seatwatch_transform::{run, TransformConfig};
 use support::*;
 
@@ -41,13 +41,7 @@ async fn state_is_written_in_the_confluent_format_with_registered_ids() {
     };
 
     let sync = Sync { org: ORG, id: "s1" };
-    let mut events: Vec<Event> = (0..LICENSES)
-        .map(|n| {
-            let id = format!("1005g000000000{n}AAA");
-            sync.record(SfObject::UserLicense, &user_license(&id, 10, n as i64))
-        })
-        .collect();
-    events.push(sync.incremental_end(SfObject::UserLicense, LICENSES as u64));
+    let events = sync.user_licenses(LICENSES);
     produce(&kafka_config, &topics.raw, 0, &events).await;
 
     let config = TransformConfig {

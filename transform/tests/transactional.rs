@@ -16,7 +16,6 @@ use rdkafka::mocking::MockCluster;
 use seatwatch_common::http::Health;
 use seatwatch_common::kafka::{KafkaConfig, Topics};
 use seatwatch_common::Shutdown;
-use seatwatch_schemas::SfObject;
 use seatwatch_transform::{run_with, Delivery, TransformConfig};
 use support::*;
 
@@ -42,13 +41,7 @@ async fn run_in(delivery: Delivery) -> (usize, f64) {
     };
 
     let sync = Sync { org: ORG, id: "s1" };
-    let mut events: Vec<Event> = (0..LICENSES)
-        .map(|n| {
-            let id = format!("1005g000000000{n}AAA");
-            sync.record(SfObject::UserLicense, &user_license(&id, 10, n as i64))
-        })
-        .collect();
-    events.push(sync.incremental_end(SfObject::UserLicense, LICENSES as u64));
+    let events = sync.user_licenses(LICENSES);
     produce(&kafka_config, &topics.raw, 0, &events).await;
 
     let config = TransformConfig {

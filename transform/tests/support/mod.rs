@@ -71,6 +71,21 @@ impl Sync<'_> {
         }
     }
 
+    /// `count` `UserLicense` records (10 seats, `n` used for the `n`th) and the end marker
+    /// of their incremental snapshot.
+    pub fn user_licenses(self, count: usize) -> Vec<Event> {
+        let mut events: Vec<Event> = (0..count)
+            .map(|n| {
+                let id = format!("1005g000000000{n}AAA");
+                let used = i64::try_from(n).unwrap();
+                self.record(SfObject::UserLicense, &user_license(&id, 10, used))
+            })
+            .collect();
+        let records = u64::try_from(count).unwrap();
+        events.push(self.incremental_end(SfObject::UserLicense, records));
+        events
+    }
+
     /// The end marker of an incremental snapshot of `object` holding `records` records.
     pub fn incremental_end(self, object: SfObject, records: u64) -> Event {
         let end = SnapshotEnd {
