@@ -5,53 +5,17 @@
 mod support;
 
 use chrono::{Duration, Utc};
-use rdkafka::mocking::MockCluster;
-use seatwatch_common::Shutdown;
-use seatwatch_ingest::{sync_once, IngestConfig};
-use seatwatch_schemas::{EnvelopeKind, SfObject, SnapshotMode, SyncOutcome, SyncStatus};
-use seatwatch_simulator::{Credentials, RunningSimulator, SimulatorConfig};
+use seatwatch_schemas::{EnvelopeKind, SfObject, SnapshotMode, SyncStatus};
+use seatwatch_simulator::Credentials;
 
-struct Setup {
-    _cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-    sim: RunningSimulator,
-    config: IngestConfig,
-}
+type Setup = support::SimulatedOrg;
 
 async fn setup(user_lookback_secs: u64) -> Setup {
-    let cluster = MockCluster::new(1).unwrap();
-    let sim_config = SimulatorConfig {
-        page_size: 200,
-        ..SimulatorConfig::for_tests()
-    };
-    let sim = seatwatch_simulator::start(sim_config, Shutdown::new())
-        .await
-        .unwrap();
-    let mut config = IngestConfig::with_defaults(support::mock_kafka(&cluster));
-    config.user_lookback_secs = user_lookback_secs;
-    config.orgs.push(support::simulated_org(
-        "sim",
-        &sim.base_url(),
-        &Credentials::demo(),
-    ));
-    Setup {
-        _cluster: cluster,
-        sim,
-        config,
-    }
+    Setup::start(|config| config.user_lookback_secs = user_lookback_secs).await
 }
 
 async fn sync(setup: &Setup) -> SyncStatus {
-    let status = sync_once(setup.config.clone(), Shutdown::new())
-        .await
-        .unwrap()
-        .remove(0);
-    assert_eq!(
-        status.outcome,
-        SyncOutcome::Success,
-        "{:?}",
-        status.error_message
-    );
-    status
+    setup.sync().await
 }
 
 fn users(status: &SyncStatus) -> i64 {

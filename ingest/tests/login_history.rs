@@ -7,61 +7,27 @@ mod support;
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Duration, Utc};
-use rdkafka::mocking::MockCluster;
 use seatwatch_common::kafka::Topics;
-use seatwatch_common::Shutdown;
-use seatwatch_ingest::{cursor, sync_once, IngestConfig};
+use seatwatch_ingest::cursor;
 use seatwatch_schemas::salesforce::LoginHistoryRecord;
-use seatwatch_schemas::{
-    EnvelopeKind, RawEnvelope, SfObject, SnapshotMode, SyncOutcome, SyncStatus,
-};
+use seatwatch_schemas::{EnvelopeKind, RawEnvelope, SfObject, SnapshotMode, SyncStatus};
 use seatwatch_simulator::org::LoginSource;
-use seatwatch_simulator::{sftime, Credentials, RunningSimulator, SimulatorConfig};
+use seatwatch_simulator::{sftime, Credentials};
 
-struct Setup {
-    _cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-    sim: RunningSimulator,
-    config: IngestConfig,
-}
+type Setup = support::SimulatedOrg;
 
 async fn setup(login_history: bool, user_lookback_secs: u64) -> Setup {
-    let cluster = MockCluster::new(1).unwrap();
-    let sim_config = SimulatorConfig {
-        page_size: 200,
-        ..SimulatorConfig::for_tests()
-    };
-    let sim = seatwatch_simulator::start(sim_config, Shutdown::new())
-        .await
-        .unwrap();
-    let mut config = IngestConfig::with_defaults(support::mock_kafka(&cluster));
-    config.user_lookback_secs = user_lookback_secs;
-    config.login_history = login_history;
-    // The simulated org holds a month of logins: a week back leaves some out.
-    config.login_history_initial_days = 7;
-    config.orgs.push(support::simulated_org(
-        "sim",
-        &sim.base_url(),
-        &Credentials::demo(),
-    ));
-    Setup {
-        _cluster: cluster,
-        sim,
-        config,
-    }
+    Setup::start(|config| {
+        config.user_lookback_secs = user_lookback_secs;
+        config.login_history = login_history;
+        // The simulated org holds a month of logins: a week back leaves some out.
+        config.login_history_initial_days = 7;
+    })
+    .await
 }
 
 async fn sync(setup: &Setup) -> SyncStatus {
-    let status = sync_once(setup.config.clone(), Shutdown::new())
-        .await
-        .unwrap()
-        .remove(0);
-    assert_eq!(
-        status.outcome,
-        SyncOutcome::Success,
-        "{:?}",
-        status.error_message
-    );
-    status
+    setup.sync().await
 }
 
 /// The LoginHistory records one sync emitted, as typed records.

@@ -200,7 +200,8 @@ async fn faults_on_page_k_of_n_are_retried_and_every_user_is_emitted_once() {
     // The built-in org's 1,200 users come in 6 pages of 200, the last calls of a sync:
     // letting all but 3 calls through puts each fault on page 4 of 6.
     let page_four = clean_sync_calls().await - 3;
-    let cases: [(&str, fn(&mut Faults)); 3] = [
+    type Inject = fn(&mut Faults);
+    let cases: [(&str, Inject); 3] = [
         ("503 twice", |f| f.fail_next_data_calls = 2),
         ("420 edge HTML twice", |f| f.edge_html_next_data_calls = 2),
         ("a response slower than the timeout", |f| {

@@ -10,10 +10,10 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use seatwatch_common::kafka::{KafkaConfig, Topics};
-use seatwatch_common::SecretRef;
-use seatwatch_ingest::OrgConfig;
-use seatwatch_schemas::RawEnvelope;
-use seatwatch_simulator::Credentials;
+use seatwatch_common::{SecretRef, Shutdown};
+use seatwatch_ingest::{sync_once, IngestConfig, OrgConfig};
+use seatwatch_schemas::{RawEnvelope, SyncOutcome, SyncStatus};
+use seatwatch_simulator::{Credentials, RunningSimulator, SimulatorConfig};
 
 /// An org signing in to the simulator at `login_url` with the password flow.
 pub fn simulated_org(name: &str, login_url: &str, credentials: &Credentials) -> OrgConfig {
@@ -68,4 +68,50 @@ pub fn raw_envelopes(kafka: &KafkaConfig) -> Vec<RawEnvelope> {
         envelopes.push(serde_json::from_slice(message.payload().unwrap()).unwrap());
     }
     envelopes
+}
+
+/// The simulator's built-in org (pages of 200 rows) and an ingest config that reaches it
+/// through a mock cluster of its own.
+pub struct SimulatedOrg {
+    pub cluster: MockCluster<'static, DefaultProducerContext>,
+    pub sim: RunningSimulator,
+    pub config: IngestConfig,
+}
+
+impl SimulatedOrg {
+    /// Starts both; `adjust` changes the ingest config before it is used.
+    pub async fn start(adjust: impl FnOnce(&mut IngestConfig)) -> Self {
+        let cluster = MockCluster::new(1).unwrap();
+        let sim_config = SimulatorConfig {
+            page_size: 200,
+            ..SimulatorConfig::for_tests()
+        };
+        let sim = seatwatch_simulator::start(sim_config, Shutdown::new())
+            .await
+            .unwrap();
+        let mut config = IngestConfig::with_defaults(mock_kafka(&cluster));
+        let org = simulated_org("sim", &sim.base_url(), &Credentials::demo());
+        config.orgs.push(org);
+        adjust(&mut config);
+        Self {
+            cluster,
+            sim,
+            config,
+        }
+    }
+
+    /// One sync by a fresh ingest, which must succeed.
+    pub async fn sync(&self) -> SyncStatus {
+        let status = sync_once(self.config.clone(), Shutdown::new())
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(
+            status.outcome,
+            SyncOutcome::Success,
+            "{:?}",
+            status.error_message
+        );
+        status
+    }
 }
