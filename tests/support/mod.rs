@@ -269,3 +269,111 @@ pub fn http_get(url: &str) -> Option<(u16, String)> {
     let status = response.status().as_u16();
     Some((status, response.text().ok()?))
 }
+
+/// A tansu broker that can be stopped (SIGTERM or SIGKILL) and started again on the same
+/// storage: the same data directory, sqlite file and listener port, behind a [`Cutter`]
+/// whose port the broker advertises and the clients bootstrap from. To the clients it is
+/// one broker whose process goes away and comes back. Run N logs to `tansu-run<N>.log`.
+pub struct RestartableTansu {
+    /// The cutter's address: what the clients know.
+    pub bootstrap: String,
+    pub cutter: Cutter,
+    pub proc: Proc,
+    dir: PathBuf,
+    port: u16,
+    runs: usize,
+}
+
+impl RestartableTansu {
+    pub fn start(dir: &Path) -> RestartableTansu {
+        let port = free_port();
+        let cutter = Cutter::start(port);
+        let proc = Self::run(dir, port, cutter.port, 1);
+        RestartableTansu {
+            bootstrap: format!("127.0.0.1:{}", cutter.port),
+            cutter,
+            proc,
+            dir: dir.to_owned(),
+            port,
+            runs: 1,
+        }
+    }
+
+    /// The log of the current (or last) run of the broker.
+    pub fn log(&self) -> PathBuf {
+        self.proc.log.clone()
+    }
+
+    /// Sends `signal` to the broker process and waits until it exited; returns its status
+    /// and how long it took to exit.
+    pub fn stop(
+        &mut self,
+        signal: libc::c_int,
+        timeout: Duration,
+    ) -> (std::process::ExitStatus, Duration) {
+        let sent = Instant::now();
+        let pid = self.proc.child.id() as libc::pid_t;
+        // SAFETY: kill(2) with the pid of a child this helper spawned and has not reaped.
+        unsafe { libc::kill(pid, signal) };
+        let status = wait_for("tansu to exit", timeout, || {
+            self.proc.child.try_wait().unwrap()
+        });
+        (status, sent.elapsed())
+    }
+
+    /// Starts the broker again on the same port and storage, once the last run exited.
+    pub fn start_again(&mut self) {
+        assert!(
+            self.proc.child.try_wait().unwrap().is_some(),
+            "tansu is still running"
+        );
+        self.runs += 1;
+        self.proc = Self::run(&self.dir, self.port, self.cutter.port, self.runs);
+    }
+
+    fn run(dir: &Path, port: u16, advertised: u16, run: usize) -> Proc {
+        use std::io::Write;
+        let bin = std::env::var("TANSU_BIN").unwrap_or_else(|_| "tansu".into());
+        let data = dir.join("tansu-data");
+        std::fs::create_dir_all(&data).unwrap();
+        let log = dir.join(format!("tansu-run{run}.log"));
+        let mut file = std::fs::File::create(&log).unwrap();
+        writeln!(file, "=== test: tansu run {run} on 127.0.0.1:{port} ===").unwrap();
+        let mut command = Command::new(&bin);
+        command
+            .arg("broker")
+            .arg("--listener-url")
+            .arg(format!("tcp://127.0.0.1:{port}"))
+            .arg("--advertised-listener-url")
+            .arg(format!("tcp://127.0.0.1:{advertised}"))
+            // tansu resolves a sqlite path against its working directory.
+            .arg("--storage-engine")
+            .arg("sqlite://tansu.db")
+            .current_dir(&data)
+            // FAULT_TANSU_LOG (e.g. `warn,tansu_storage=debug`) for post-mortems.
+            .env(
+                "RUST_LOG",
+                std::env::var("FAULT_TANSU_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file));
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting tansu (run {run}): {e}"));
+        let mut proc = Proc {
+            name: format!("tansu (run {run})"),
+            child,
+            log,
+        };
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_for(
+            "tansu to accept connections",
+            Duration::from_secs(30),
+            || {
+                proc.assert_running();
+                TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
+            },
+        );
+        proc
+    }
+}
