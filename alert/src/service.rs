@@ -131,7 +131,10 @@ pub async fn run_with(
     tracing::info!(partitions, "alert service started");
 
     // The tasks end only on shutdown; one ending before is a failure of the service.
+    // Biased: the tasks stop on a child of `shutdown`, so once it is cancelled both
+    // branches may be ready, and a task that ended because of it is no failure.
     let early = tokio::select! {
+        biased;
         _ = shutdown.cancelled() => None,
         ended = tasks.next() => ended,
     };
