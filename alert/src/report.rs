@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use seatwatch_common::kafka::{ServiceContext, Topics};
+use seatwatch_common::kafka::{ServiceContext, TopicError, Topics};
 use seatwatch_schemas::avro::AvroRecord;
 use seatwatch_schemas::{
     Encoder, EncodingError, LicenseKind, LicenseState, Recommendation, UserState,
@@ -77,7 +77,8 @@ pub async fn read_state(config: &AlertConfig) -> Result<Snapshot, AlertError> {
         encoder: Encoder::from_url(config.kafka.schema_registry_url.as_deref())?,
         runtime: tokio::runtime::Handle::current(),
     };
-    tokio::task::spawn_blocking(move || read_blocking(&consumer, &topics, &decoder))
+    let brokers = config.kafka.bootstrap_servers.clone();
+    tokio::task::spawn_blocking(move || read_blocking(&consumer, &topics, &decoder, &brokers))
         .await
         .map_err(|error| AlertError::Task {
             task: "report",
@@ -108,6 +109,7 @@ fn read_blocking(
     consumer: &BaseConsumer<ServiceContext>,
     topics: &Topics,
     decoder: &Decoder,
+    brokers: &str,
 ) -> Result<Snapshot, AlertError> {
     let deadline = Instant::now() + READ_DEADLINE;
     let wanted = [
@@ -120,7 +122,12 @@ fn read_blocking(
     let mut assignment = TopicPartitionList::new();
     let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for topic in wanted {
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|error| TopicError::Unreachable {
+                brokers: brokers.to_string(),
+                error,
+            })?;
         for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
             let (low, high) =
                 consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(10))?;
