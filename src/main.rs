@@ -16,6 +16,7 @@ mod healthcheck;
 mod seat_report;
 mod topics;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -104,7 +105,12 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = report(&e), "seatwatch stopped");
+            // On a terminal, as written: a config error's snippet and caret span lines.
+            if std::io::stderr().is_terminal() {
+                eprintln!("error: {}", report(&e));
+            } else {
+                tracing::error!(error = report(&e), "seatwatch stopped");
+            }
             ExitCode::FAILURE
         }
     }
