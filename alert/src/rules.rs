@@ -381,6 +381,20 @@ pub fn forecast(
     )
 }
 
+/// A span of milliseconds in the largest whole unit that fits: "45 seconds",
+/// "12 minutes", "3 hours", "2 days".
+fn duration_text(ms: i64) -> String {
+    let seconds = ms.max(0) / 1000;
+    let (count, unit) = match seconds {
+        0..60 => (seconds, "second"),
+        60..3600 => (seconds / 60, "minute"),
+        3600..86_400 => (seconds / 3600, "hour"),
+        _ => (seconds / 86_400, "day"),
+    };
+    let plural = if count == 1 { "" } else { "s" };
+    format!("{count} {unit}{plural}")
+}
+
 /// "in N days", or "within a day" below one.
 fn in_days(days: f64) -> String {
     if days < 1.0 {
@@ -482,26 +496,20 @@ pub fn sync_health(
     let since = sync
         .last_success_at
         .unwrap_or(org.first_sync_at.unwrap_or(sync.started_at));
-    let minutes = (now_ms - since).max(0) / 60_000;
+    let elapsed = duration_text(now_ms - since);
     let (level, summary) = match sync.last_success_at {
         _ if now_ms - since <= stale_after_ms => (
             Level::Clear,
-            format!(
-                "{}: last successful sync {minutes} minutes ago",
-                sync.org_name
-            ),
+            format!("{}: last successful sync {elapsed} ago", sync.org_name),
         ),
         Some(_) => (
             Level::Firing,
-            format!(
-                "{}: no successful sync for {minutes} minutes",
-                sync.org_name
-            ),
+            format!("{}: no successful sync for {elapsed}", sync.org_name),
         ),
         None => (
             Level::Firing,
             format!(
-                "{}: no successful sync since seatwatch first saw it {minutes} minutes ago",
+                "{}: no successful sync since seatwatch first saw it {elapsed} ago",
                 sync.org_name
             ),
         ),
@@ -859,6 +867,18 @@ pub(crate) mod tests {
         user_licence.expires_at = Some(NOW + DAY_MS);
         let state = state_with(&[user_licence], &[]);
         assert!(only(evaluate(&state, NOW, &rules()).conditions, EXPIRING).is_empty());
+    }
+
+    #[test]
+    fn durations_read_in_their_largest_whole_unit() {
+        assert_eq!(duration_text(-5), "0 seconds");
+        assert_eq!(duration_text(1_000), "1 second");
+        assert_eq!(duration_text(59_999), "59 seconds");
+        assert_eq!(duration_text(60_000), "1 minute");
+        assert_eq!(duration_text(3_599_000), "59 minutes");
+        assert_eq!(duration_text(7_199_000), "1 hour");
+        assert_eq!(duration_text(7_200_000), "2 hours");
+        assert_eq!(duration_text(3 * DAY_MS), "3 days");
     }
 
     #[test]
