@@ -61,7 +61,10 @@ impl ConfigError {
 /// One figment error as `what for key K in SOURCE line N`.
 fn describe(error: figment::Error) -> String {
     let key = error.path.join(".");
-    let mut text = error.kind.to_string();
+    let mut text = match &error.kind {
+        figment::error::Kind::UnknownField(found, expected) => unknown_key(found, expected),
+        kind => kind.to_string(),
+    };
     if !key.is_empty() {
         text.push_str(&format!(" for key `{key}`"));
     }
@@ -70,7 +73,7 @@ fn describe(error: figment::Error) -> String {
             text.push_str(&format!(" in {}", path.display()));
             let line = std::fs::read_to_string(path)
                 .ok()
-                .and_then(|toml| line_of_key(&toml, &key));
+                .and_then(|toml| line_of_key(&toml, &toml_path(&error.path)));
             if let Some(line) = line {
                 text.push_str(&format!(" line {line}"));
             }
@@ -80,6 +83,41 @@ fn describe(error: figment::Error) -> String {
             if let Some(metadata) = &error.metadata {
                 text.push_str(&format!(" in {}", metadata.name));
             }
+        }
+    }
+    text
+}
+
+/// "unknown key `found`", the closest known key when one is close, and the known keys.
+fn unknown_key(found: &str, expected: &[&str]) -> String {
+    let mut text = format!("unknown key `{found}`");
+    let closest = expected
+        .iter()
+        .map(|known| (strsim::jaro_winkler(found, known), known))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    if let Some((_, known)) = closest {
+        text.push_str(&format!(" (did you mean `{known}`?)"));
+    }
+    if !expected.is_empty() {
+        let known: Vec<String> = expected.iter().map(|key| format!("`{key}`")).collect();
+        text.push_str(&format!("; known keys: {}", known.join(", ")));
+    }
+    text
+}
+
+/// A figment path as [`line_of_key`] reads it: array indexes (`orgs.0.name`) become
+/// `orgs[0].name`.
+fn toml_path(path: &[String]) -> String {
+    let mut text = String::new();
+    for segment in path {
+        if !text.is_empty() && segment.parse::<usize>().is_ok() {
+            text.push_str(&format!("[{segment}]"));
+        } else {
+            if !text.is_empty() {
+                text.push('.');
+            }
+            text.push_str(segment);
         }
     }
     text
@@ -200,6 +238,23 @@ mod tests {
         assert!(text.contains("poll_intervall_secs"), "{text}");
         assert!(text.contains(" line 2"), "{text}");
         assert!(!text.contains("default."), "no profile prefix: {text}");
+        assert!(
+            text.contains("did you mean `poll_interval_secs`?"),
+            "{text}"
+        );
+        assert!(
+            text.contains("known keys: `name`, `poll_interval_secs`"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_far_off_key_gets_no_suggestion_and_array_keys_get_their_line() {
+        assert!(!unknown_key("zzz", &["name"]).contains("did you mean"));
+        let path: Vec<String> = ["orgs", "1", "user_name"].map(String::from).into();
+        assert_eq!(toml_path(&path), "orgs[1].user_name");
+        let toml = "[[orgs]]\nname = \"a\"\n\n[[orgs]]\nname = \"b\"\nuser_name = \"x\"\n";
+        assert_eq!(line_of_key(toml, &toml_path(&path)), Some(6));
     }
 
     #[test]

@@ -447,6 +447,24 @@ pub struct ServiceContext {
     pub service: &'static str,
 }
 
+/// How long an identical client error is logged at debug after it was logged at warn.
+const ERROR_REPEAT_WINDOW: Duration = Duration::from_secs(5);
+
+/// Whether `service` logged the error `text` at warn level within the repeat window;
+/// if not, notes that it does now.
+fn repeated_recently(service: &'static str, text: &str) -> bool {
+    type Seen = Vec<(&'static str, String, std::time::Instant)>;
+    static SEEN: std::sync::Mutex<Seen> = std::sync::Mutex::new(Vec::new());
+    let now = std::time::Instant::now();
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    seen.retain(|(_, _, at)| now.duration_since(*at) < ERROR_REPEAT_WINDOW);
+    if seen.iter().any(|(s, t, _)| *s == service && t == text) {
+        return true;
+    }
+    seen.push((service, text.to_string(), now));
+    false
+}
+
 impl ClientContext for ServiceContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         let service = self.service;
@@ -467,8 +485,15 @@ impl ClientContext for ServiceContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         // librdkafka recovers from these by itself (reconnects, retries); they matter
-        // only when they persist, which readiness and delivery failures then show.
-        tracing::warn!(service = self.service, error = %error, reason, "Kafka client error");
+        // only when they persist, which readiness and delivery failures then show. A
+        // client that cannot reach its brokers reports it from every thread at once, so
+        // a repeat of the last error within a few seconds goes to debug.
+        let text = error.to_string();
+        if repeated_recently(self.service, &text) {
+            tracing::debug!(service = self.service, error = %text, reason, "Kafka client error");
+        } else {
+            tracing::warn!(service = self.service, error = %text, reason, "Kafka client error");
+        }
     }
 }
 
