@@ -20,10 +20,27 @@ pub async fn run(args: HealthcheckArgs) -> anyhow::Result<()> {
         .timeout(Duration::from_secs(args.timeout_secs))
         .build()
         .context("building the HTTP client")?;
-    let response =
-        client.get(&args.url).send().await.map_err(|error| {
-            anyhow::anyhow!("{} did not answer: {}", args.url, error.without_url())
-        })?;
+    let response = client.get(&args.url).send().await.map_err(|error| {
+        // reqwest's own text ("error sending request") hides the cause: say the chain.
+        let error = error.without_url();
+        let mut cause = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(inner) = source {
+            cause.push_str(&format!(": {inner}"));
+            source = inner.source();
+        }
+        if error.is_builder() {
+            anyhow::anyhow!(
+                "{} is not a usable URL ({cause}); give it as http://host:port/readyz",
+                args.url
+            )
+        } else {
+            anyhow::anyhow!(
+                "{} did not answer: {cause}; is the service running and listening there?",
+                args.url
+            )
+        }
+    })?;
     let status = response.status();
     if status.is_success() {
         return Ok(());
