@@ -2,7 +2,7 @@
 //! where the services may not create topics themselves.
 
 use clap::{Args, Subcommand};
-use seatwatch_common::kafka::{ensure_topics, KafkaConfig, Topics};
+use seatwatch_common::kafka::{ensure_topics, KafkaConfig, TopicSpec, Topics};
 
 #[derive(Debug, Subcommand)]
 pub enum TopicsCommand {
@@ -47,25 +47,22 @@ pub async fn run(command: TopicsCommand) -> anyhow::Result<()> {
     let specs = topics.specs();
     if args.dry_run {
         for spec in &specs {
-            println!(
-                "{:<32} {:>3} partitions  {:?}",
-                spec.name,
-                kafka.partitions,
-                spec.configs()
-            );
+            print_topic(spec, kafka.partitions);
         }
         return Ok(());
     }
     let partitions = ensure_topics(&kafka, &specs).await?;
-    for spec in specs {
-        let cleanup = match spec.retention_ms {
-            None => "compact".to_owned(),
-            Some(ms) => format!("delete, retention {} days", ms / 86_400_000),
-        };
-        println!(
-            "{:<32} {:>3} partitions  {cleanup}",
-            spec.name, partitions[&spec.name]
-        );
+    for spec in &specs {
+        print_topic(spec, partitions[&spec.name]);
     }
     Ok(())
+}
+
+/// One line per topic: name, partitions and cleanup policy.
+fn print_topic(spec: &TopicSpec, partitions: i32) {
+    let cleanup = match spec.retention_ms {
+        None => "compact".to_owned(),
+        Some(ms) => format!("delete, retention {} days", ms / 86_400_000),
+    };
+    println!("{:<32} {partitions:>3} partitions  {cleanup}", spec.name);
 }
