@@ -13,12 +13,27 @@ pub fn init() {
     let filter = std::env::var("SEATWATCH_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".to_owned());
-    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    // What cannot be used is said once logging is up, rather than silently replaced.
+    let mut problems = Vec::new();
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|error| {
+        problems.push(format!(
+            "SEATWATCH_LOG={filter:?} is not a log filter ({error}); logging at info \
+             (examples: debug, warn, info,seatwatch_ingest=debug)"
+        ));
+        EnvFilter::new("info")
+    });
 
     let json = match std::env::var("SEATWATCH_LOG_FORMAT").as_deref() {
         Ok("json") => true,
         Ok("text") => false,
-        _ => !std::io::stderr().is_terminal(),
+        Ok(other) => {
+            problems.push(format!(
+                "SEATWATCH_LOG_FORMAT={other:?} is neither json nor text; choosing by \
+                 whether stderr is a terminal"
+            ));
+            !std::io::stderr().is_terminal()
+        }
+        Err(_) => !std::io::stderr().is_terminal(),
     };
     let builder = fmt()
         .with_env_filter(filter)
@@ -33,4 +48,7 @@ pub fn init() {
     } else {
         builder.compact().try_init()
     };
+    for problem in problems {
+        tracing::warn!("{problem}");
+    }
 }
