@@ -120,16 +120,7 @@ fn start_receiver() -> (String, Receiver) {
     let app = Router::new()
         .route("/hook", post(receive))
         .with_state(receiver.clone());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
+    let addr = serve_on_loopback(app);
     (format!("http://{addr}/hook"), receiver)
 }
 

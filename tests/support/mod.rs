@@ -377,3 +377,19 @@ impl RestartableTansu {
         proc
     }
 }
+
+/// Serves `app` on a free loopback port from a thread (and runtime) of its own, for the
+/// tests' webhook receivers; returns where it listens.
+pub fn serve_on_loopback(app: axum::Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    addr
+}
