@@ -17,10 +17,6 @@ use seatwatch_schemas::avro::AvroRecord;
 use seatwatch_schemas::{Alert, AlertStatus, LicenseKind, LicenseState, UserState};
 use support::*;
 
-const CONSUMER_SECRET_ENV: &str = "E2E_SF_CONSUMER_SECRET";
-const PASSWORD_ENV: &str = "E2E_SF_PASSWORD";
-const TOKEN_ENV: &str = "E2E_SF_SECURITY_TOKEN";
-
 /// What the simulator's org holds, read through its own REST API.
 struct Expected {
     user_licenses: BTreeMap<String, (String, i64, i64)>,
@@ -86,37 +82,6 @@ fn write_config(dir: &std::path::Path, name: &str, text: &str) -> std::path::Pat
     path
 }
 
-fn service(
-    name: &str,
-    args: &[&str],
-    config: &std::path::Path,
-    dir: &std::path::Path,
-) -> (Proc, String) {
-    let port = free_port();
-    let mut command = seatwatch();
-    command
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .env("SEATWATCH_LOG", "info,librdkafka=warn")
-        .env("SEATWATCH_LOG_FORMAT", "json");
-    let credentials = seatwatch_simulator::Credentials::demo();
-    use secrecy::ExposeSecret;
-    command
-        .env(
-            CONSUMER_SECRET_ENV,
-            credentials.consumer_secret.expose_secret(),
-        )
-        .env(PASSWORD_ENV, credentials.password.expose_secret())
-        .env(TOKEN_ENV, credentials.security_token.expose_secret());
-    (
-        Proc::spawn(name, command, dir),
-        format!("http://127.0.0.1:{port}"),
-    )
-}
-
 #[test]
 fn pipeline_on_tansu_produces_seat_state_and_alerts() {
     let dir = tempfile::tempdir().unwrap();
@@ -159,9 +124,9 @@ fn pipeline_on_tansu_produces_seat_state_and_alerts() {
             "poll_interval_secs = 5\n{kafka}\n[[orgs]]\nname = \"simulated\"\n\
              login_url = \"{login_url}\"\n\
              consumer_key = \"{}\"\nusername = \"{}\"\n\
-             consumer_secret = {{ env = \"{CONSUMER_SECRET_ENV}\" }}\n\
-             password = {{ env = \"{PASSWORD_ENV}\" }}\n\
-             security_token = {{ env = \"{TOKEN_ENV}\" }}\n",
+             consumer_secret = {{ env = \"{SF_CONSUMER_SECRET_ENV}\" }}\n\
+             password = {{ env = \"{SF_PASSWORD_ENV}\" }}\n\
+             security_token = {{ env = \"{SF_SECURITY_TOKEN_ENV}\" }}\n",
             seatwatch_simulator::Credentials::demo().consumer_key,
             seatwatch_simulator::Credentials::demo().username,
         ),
@@ -174,10 +139,10 @@ fn pipeline_on_tansu_produces_seat_state_and_alerts() {
     );
 
     let (mut ingest, ingest_url) =
-        service("ingest", &["ingest", "run"], &ingest_config, dir.path());
+        spawn_service("ingest", &["ingest", "run"], &ingest_config, dir.path());
     let (mut transform, transform_url) =
-        service("transform", &["transform"], &transform_config, dir.path());
-    let (mut alert, alert_url) = service("alert", &["alert"], &alert_config, dir.path());
+        spawn_service("transform", &["transform"], &transform_config, dir.path());
+    let (mut alert, alert_url) = spawn_service("alert", &["alert"], &alert_config, dir.path());
     let mut services = [&mut ingest, &mut transform, &mut alert];
 
     // Seat state: every user licence with Salesforce's own counts, every user.

@@ -55,9 +55,6 @@ use serde_json::{json, Value as Json};
 use support::*;
 
 const PATIENCE: Duration = Duration::from_secs(120);
-const CONSUMER_SECRET_ENV: &str = "FAULT_SF_CONSUMER_SECRET";
-const PASSWORD_ENV: &str = "FAULT_SF_PASSWORD";
-const TOKEN_ENV: &str = "FAULT_SF_SECURITY_TOKEN";
 const ORG: &str = "00D000000000001AAA";
 
 // ---------------------------------------------------------------------------------------
@@ -229,29 +226,7 @@ fn kafka_section(bootstrap: &str, prefix: &str, extra: &str) -> String {
 fn service(name: &str, args: &[&str], config_text: &str, dir: &Path) -> (Proc, String) {
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(&config, config_text).unwrap();
-    let port = free_port();
-    let mut command = seatwatch();
-    command
-        .args(args)
-        .arg("--config")
-        .arg(&config)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .env("SEATWATCH_LOG", "info,librdkafka=warn")
-        .env("SEATWATCH_LOG_FORMAT", "json");
-    let credentials = seatwatch_simulator::Credentials::demo();
-    use secrecy::ExposeSecret;
-    command
-        .env(
-            CONSUMER_SECRET_ENV,
-            credentials.consumer_secret.expose_secret(),
-        )
-        .env(PASSWORD_ENV, credentials.password.expose_secret())
-        .env(TOKEN_ENV, credentials.security_token.expose_secret());
-    (
-        Proc::spawn(name, command, dir),
-        format!("http://127.0.0.1:{port}"),
-    )
+    spawn_service(name, args, &config, dir)
 }
 
 /// The sum of the samples of `name` whose labels contain `labels`.
@@ -367,9 +342,9 @@ impl Sim {
         format!(
             "poll_interval_secs = 2\nbatch_size = 200\n{extra}\n{kafka}\n[[orgs]]\n\
              name = \"simulated\"\nlogin_url = \"{}\"\nconsumer_key = \"{}\"\nusername = \"{}\"\n\
-             consumer_secret = {{ env = \"{CONSUMER_SECRET_ENV}\" }}\n\
-             password = {{ env = \"{PASSWORD_ENV}\" }}\n\
-             security_token = {{ env = \"{TOKEN_ENV}\" }}\n",
+             consumer_secret = {{ env = \"{SF_CONSUMER_SECRET_ENV}\" }}\n\
+             password = {{ env = \"{SF_PASSWORD_ENV}\" }}\n\
+             security_token = {{ env = \"{SF_SECURITY_TOKEN_ENV}\" }}\n",
             self.url, credentials.consumer_key, credentials.username,
         )
     }

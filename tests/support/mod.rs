@@ -393,3 +393,39 @@ pub fn serve_on_loopback(app: axum::Router) -> SocketAddr {
     });
     addr
 }
+
+/// The environment variables the tests' ingest configs read the simulator's demo secrets
+/// from (`{ env = "..." }`); [`spawn_service`] sets them.
+pub const SF_CONSUMER_SECRET_ENV: &str = "TEST_SF_CONSUMER_SECRET";
+pub const SF_PASSWORD_ENV: &str = "TEST_SF_PASSWORD";
+pub const SF_SECURITY_TOKEN_ENV: &str = "TEST_SF_SECURITY_TOKEN";
+
+/// Starts `seatwatch <args> --config <config>` on a free ops port, logging JSON at info,
+/// with the simulator's demo secrets in the environment; returns it and its ops URL.
+pub fn spawn_service(name: &str, args: &[&str], config: &Path, dir: &Path) -> (Proc, String) {
+    use secrecy::ExposeSecret;
+    let port = free_port();
+    let credentials = seatwatch_simulator::Credentials::demo();
+    let mut command = seatwatch();
+    command
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("SEATWATCH_LOG", "info,librdkafka=warn")
+        .env("SEATWATCH_LOG_FORMAT", "json")
+        .env(
+            SF_CONSUMER_SECRET_ENV,
+            credentials.consumer_secret.expose_secret(),
+        )
+        .env(SF_PASSWORD_ENV, credentials.password.expose_secret())
+        .env(
+            SF_SECURITY_TOKEN_ENV,
+            credentials.security_token.expose_secret(),
+        );
+    (
+        Proc::spawn(name, command, dir),
+        format!("http://127.0.0.1:{port}"),
+    )
+}
