@@ -60,13 +60,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::{FutureExt, StreamExt};
 use prometheus::Registry;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -457,9 +458,13 @@ impl OutputTopics {
     }
 }
 
+/// The most events handled in one burst, without waiting, of those the consumer holds.
+const BURST: usize = 1024;
+
 /// An output handed to the producer, awaiting the broker's acknowledgement.
 struct Pending {
     delivery: DeliveryFuture,
+    target: Target,
     topic: &'static str,
     tombstone: bool,
 }
@@ -488,24 +493,41 @@ struct Pipeline {
 
 impl Pipeline {
     /// Receives, processes and produces until shutdown, flushing on the way; then drains.
+    ///
+    /// The loop waits (for input, the next flush or shutdown) only when the consumer holds
+    /// nothing: once an event arrives, the ones already fetched behind it are handled in a
+    /// burst without waiting, so that a timer and a shutdown check are set up once per
+    /// burst rather than once per event. Bursts end early when a flush is due by count.
     async fn run(&mut self, shutdown: &Shutdown) -> Result<(), TransformError> {
         let consumer = Arc::clone(&self.consumer);
+        let mut messages = consumer.stream();
         let mut next_flush = Instant::now() + self.flush_interval;
         loop {
             // Waiting for input ends at the next flush, so quiet topics still commit.
             let received = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                received = time::timeout_at(next_flush, consumer.recv()) => received,
+                received = time::timeout_at(next_flush, messages.next()) => received,
             };
-            // Before any event of a newly assigned partition is processed.
-            self.settle_assigned();
             match received {
-                Ok(Ok(message)) => self.handle(&message).await?,
-                Ok(Err(error)) => self.receive_failed(error)?,
-                Err(_elapsed) => {}
+                Ok(Some(received)) => {
+                    self.receive(received).await?;
+                    for _ in 1..BURST {
+                        if self.in_flight.len() >= self.max_in_flight {
+                            break;
+                        }
+                        let Some(Some(received)) = messages.next().now_or_never() else {
+                            break;
+                        };
+                        self.receive(received).await?;
+                    }
+                }
+                // Rebalances are served inside the poll too, with or without an event.
+                Ok(None) | Err(_) => {
+                    self.settle_assigned();
+                    self.forget_revoked();
+                }
             }
-            self.forget_revoked();
 
             if self.in_flight.len() >= self.max_in_flight || Instant::now() >= next_flush {
                 self.flush().await?;
@@ -513,6 +535,22 @@ impl Pipeline {
             }
         }
         self.drain().await
+    }
+
+    /// Acts on what one poll of the consumer returned, and on the partitions assigned and
+    /// revoked while it ran.
+    async fn receive(
+        &mut self,
+        received: KafkaResult<BorrowedMessage<'_>>,
+    ) -> Result<(), TransformError> {
+        // Before any event of a newly assigned partition is processed.
+        self.settle_assigned();
+        match received {
+            Ok(message) => self.handle(&message).await?,
+            Err(error) => self.receive_failed(error)?,
+        }
+        self.forget_revoked();
+        Ok(())
     }
 
     /// Processes one event and hands its outputs to the producer. A full producer queue
@@ -557,6 +595,7 @@ impl Pipeline {
         self.transaction_has_outputs = true;
         self.in_flight.push(Pending {
             delivery,
+            target: output.target,
             topic: label,
             tombstone: output.is_tombstone(),
         });
@@ -637,7 +676,7 @@ impl Pipeline {
                     source,
                 }
             })?;
-            self.metrics.acknowledged(pending.topic, pending.tombstone);
+            self.metrics.acknowledged(pending.target, pending.tombstone);
         }
         self.metrics.set_in_flight(0);
         match self.delivery {
