@@ -165,17 +165,96 @@ struct OrgState {
 }
 
 /// The assignment rows of one assignment object, and who holds what.
+///
+/// The index of holdings is kept up to date row by row as rows come and go, rather than
+/// rebuilt from every row at each snapshot's end: a sync that changes a handful of rows
+/// then costs a lookup per row, not a copy of every user and licence id.
 #[derive(Debug, Default)]
 struct Assignments {
     /// Rows by assignment id.
     rows: BTreeMap<String, Assignment>,
-    /// Licence ids per user, revoked rows excluded; derived from `rows`.
-    by_user: BTreeMap<String, BTreeSet<String>>,
+    /// Per user, the licence ids their rows grant (revoked rows excluded) with the number
+    /// of rows granting each; derived from `rows`.
+    by_user: BTreeMap<String, BTreeMap<String, u32>>,
     /// Whether a complete full snapshot was applied, so that `rows` holds every row.
     complete: bool,
 }
 
-#[derive(Clone, Debug)]
+/// The users whose holdings a snapshot touched, with what they held before it.
+type Touched = BTreeMap<String, Vec<String>>;
+
+impl Assignments {
+    /// The licence ids `user_id` holds, in order.
+    fn held(&self, user_id: &str) -> Vec<String> {
+        self.by_user
+            .get(user_id)
+            .map(|ids| ids.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Puts a row in place of the one with its id, if different.
+    fn put(&mut self, id: String, row: Assignment, touched: &mut Touched) {
+        match self.rows.get_mut(&id) {
+            Some(old) if *old == row => {}
+            Some(old) => {
+                let old = std::mem::replace(old, row.clone());
+                self.release(&old, touched);
+                self.grant(&row, touched);
+            }
+            None => {
+                self.grant(&row, touched);
+                self.rows.insert(id, row);
+            }
+        }
+    }
+
+    /// Removes the rows whose id `keep` refuses.
+    fn retain(&mut self, keep: impl Fn(&str) -> bool, touched: &mut Touched) {
+        let gone: Vec<String> = self.rows.keys().filter(|id| !keep(id)).cloned().collect();
+        for id in gone {
+            if let Some(row) = self.rows.remove(&id) {
+                self.release(&row, touched);
+            }
+        }
+    }
+
+    fn grant(&mut self, row: &Assignment, touched: &mut Touched) {
+        if row.revoked {
+            return;
+        }
+        self.touch(&row.user_id, touched);
+        let ids = self.by_user.entry(row.user_id.clone()).or_default();
+        *ids.entry(row.license_id.clone()).or_default() += 1;
+    }
+
+    fn release(&mut self, row: &Assignment, touched: &mut Touched) {
+        if row.revoked {
+            return;
+        }
+        self.touch(&row.user_id, touched);
+        let Some(ids) = self.by_user.get_mut(&row.user_id) else {
+            return;
+        };
+        if let Some(count) = ids.get_mut(&row.license_id) {
+            *count -= 1;
+            if *count == 0 {
+                ids.remove(&row.license_id);
+            }
+        }
+        if ids.is_empty() {
+            self.by_user.remove(&row.user_id);
+        }
+    }
+
+    /// Notes what `user_id` held before the first change of this snapshot.
+    fn touch(&self, user_id: &str, touched: &mut Touched) {
+        if !touched.contains_key(user_id) {
+            touched.insert(user_id.to_owned(), self.held(user_id));
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Assignment {
     user_id: String,
     license_id: String,
@@ -613,8 +692,7 @@ impl OrgState {
     fn holdings(&self, object: SfObject, user_id: &str) -> Vec<String> {
         self.assignments
             .get(&object)
-            .and_then(|a| a.by_user.get(user_id))
-            .map(|ids| ids.iter().cloned().collect())
+            .map(|assignments| assignments.held(user_id))
             .unwrap_or_default()
     }
 
@@ -712,23 +790,23 @@ impl OrgState {
     ) -> Result<Vec<Output>, Rejection> {
         let assignments = self.assignments.entry(object).or_default();
         let first_full = full && !assignments.complete;
+        let mut touched = Touched::new();
         if full {
             // Rows the snapshot lacks go; rows that arrived but were dead-lettered keep
-            // their previous value. Kept in place: no row is copied.
-            assignments.rows.retain(|id, _| snapshot.seen.contains(id));
-            assignments.rows.extend(snapshot.buffered);
+            // their previous value.
+            let seen = &snapshot.seen;
+            assignments.retain(|id| seen.contains(id), &mut touched);
             assignments.complete = true;
-        } else {
-            assignments.rows.extend(snapshot.buffered);
+        }
+        for (id, row) in snapshot.buffered {
+            assignments.put(id, row, &mut touched);
         }
         let complete = assignments.complete;
-        let before = std::mem::replace(&mut assignments.by_user, index(&assignments.rows));
 
-        let after = &assignments.by_user;
-        let mut changed: BTreeSet<&String> = before
-            .keys()
-            .chain(after.keys())
-            .filter(|user| before.get(*user) != after.get(*user))
+        let mut changed: BTreeSet<&String> = touched
+            .iter()
+            .filter(|(user, before)| assignments.held(user) != **before)
+            .map(|(user, _)| user)
             .collect();
         if first_full {
             changed.extend(&self.restored_users);
@@ -742,7 +820,7 @@ impl OrgState {
             let Some(state) = self.users.get_mut(user_id) else {
                 continue;
             };
-            let held: Vec<String> = after.get(user_id).into_iter().flatten().cloned().collect();
+            let held = assignments.held(user_id);
             let published = match object {
                 SfObject::UserPackageLicense => &mut state.package_licenses,
                 _ => &mut state.permission_set_licenses,
@@ -782,18 +860,6 @@ fn snapshot_outcome(
         );
     }
     outcome == SnapshotOutcome::Full
-}
-
-/// Licence ids per user from assignment rows, revoked rows excluded.
-fn index(rows: &BTreeMap<String, Assignment>) -> BTreeMap<String, BTreeSet<String>> {
-    let mut by_user: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for row in rows.values().filter(|row| !row.revoked) {
-        by_user
-            .entry(row.user_id.clone())
-            .or_default()
-            .insert(row.license_id.clone());
-    }
-    by_user
 }
 
 /// The licence kind an object describes, if it is a licence object.
