@@ -170,6 +170,7 @@ pub struct Envelope<'a> {
     #[serde(borrow)]
     pub sync_id: Cow<'a, str>,
     pub object: SfObject,
+    #[serde(deserialize_with = "seatwatch_schemas::envelope::deserialize_datetime")]
     pub fetched_at: DateTime<Utc>,
     #[serde(borrow)]
     pub api_version: Cow<'a, str>,
