@@ -54,8 +54,10 @@ pub struct PoolRow {
     pub idle: Option<u64>,
     /// Whole days until the licence expires (negative once expired).
     pub expires_in_days: Option<i64>,
-    /// Sum of the pool's reclaim recommendations, in `currency`.
-    pub potential_monthly_saving: f64,
+    /// Sum of the savings of the pool's reclaim recommendations, in `currency`: zero with
+    /// none, and unknown (`None`, an empty cell) when they have no price (`[prices]` has
+    /// no entry for the licence).
+    pub potential_monthly_saving: Option<f64>,
     pub currency: String,
 }
 
@@ -193,10 +195,14 @@ fn read_blocking(
 
 /// One row per licence, sorted by org, kind and name.
 pub fn rows(snapshot: &Snapshot, config: &AlertConfig, now_ms: i64) -> Vec<PoolRow> {
-    let mut savings: BTreeMap<(&str, &str), f64> = BTreeMap::new();
+    // A pool's recommendations share its licence and so its price: all have a saving, or
+    // none has.
+    let mut savings: BTreeMap<(&str, &str), Option<f64>> = BTreeMap::new();
     for rec in snapshot.recommendations.values() {
-        *savings.entry((&rec.org_id, &rec.license_name)).or_default() +=
-            rec.estimated_monthly_saving.unwrap_or(0.0);
+        let saving = savings
+            .entry((&rec.org_id, &rec.license_name))
+            .or_insert(Some(0.0));
+        *saving = saving.zip(rec.estimated_monthly_saving).map(|(a, b)| a + b);
     }
 
     let mut out = Vec::new();
@@ -230,7 +236,7 @@ pub fn rows(snapshot: &Snapshot, config: &AlertConfig, now_ms: i64) -> Vec<PoolR
                 potential_monthly_saving: savings
                     .get(&(org_id, license.name.as_str()))
                     .copied()
-                    .unwrap_or(0.0),
+                    .unwrap_or(Some(0.0)),
                 currency: config.prices.currency.clone(),
             });
         }
@@ -280,7 +286,9 @@ fn cells(row: &PoolRow) -> [String; 11] {
             .unwrap_or_default(),
         row.idle.map(|i| i.to_string()).unwrap_or_default(),
         opt(row.expires_in_days),
-        format!("{:.2}", row.potential_monthly_saving),
+        row.potential_monthly_saving
+            .map(|saving| format!("{saving:.2}"))
+            .unwrap_or_default(),
         row.currency.clone(),
     ]
 }
@@ -390,10 +398,41 @@ mod tests {
             (Some(10), 3, Some(7))
         );
         assert_eq!(salesforce.idle, Some(2));
-        assert_eq!(salesforce.potential_monthly_saving, 165.0);
+        assert_eq!(salesforce.potential_monthly_saving, Some(165.0));
         let psl = rows.iter().find(|r| r.kind == "permission-set").unwrap();
         assert_eq!(psl.expires_in_days, Some(10));
         assert_eq!(psl.idle, None);
+        assert_eq!(
+            psl.potential_monthly_saving,
+            Some(0.0),
+            "no recommendations"
+        );
+    }
+
+    #[test]
+    fn a_saving_without_a_price_is_unknown_rather_than_zero() {
+        let mut snapshot = snapshot();
+        for rec in snapshot.recommendations.values_mut() {
+            rec.estimated_monthly_saving = None;
+        }
+        let rows = rows(&snapshot, &AlertConfig::default(), NOW);
+        let salesforce = rows.iter().find(|r| r.pool == "Salesforce").unwrap();
+        assert_eq!(salesforce.potential_monthly_saving, None);
+
+        let csv = render(&rows, Format::Csv);
+        let line = csv
+            .lines()
+            .find(|line| line.contains(",Salesforce,"))
+            .unwrap();
+        assert!(line.ends_with(",,USD"), "an empty saving cell: {line}");
+        let json: serde_json::Value = serde_json::from_str(&render(&rows, Format::Json)).unwrap();
+        let row = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["pool"] == "Salesforce")
+            .unwrap();
+        assert!(row["potential_monthly_saving"].is_null(), "{row}");
     }
 
     #[test]
