@@ -367,11 +367,9 @@ pub fn forecast(
             license.label, license.used
         )
     };
-    let value = if days_to_full.is_finite() {
-        days_to_full
-    } else {
-        f64::MAX
-    };
+    // The value is a number of days that reads well in JSON and in Alertmanager's
+    // annotations, so a pool that does not grow, or would take longer, shows the cap.
+    let value = days_to_full.min(FORECAST_VALUE_CAP_DAYS);
     Some(
         Condition::new(FORECAST, org_id, &license.name, Severity::Warning)
             .label("kind", license.kind.key_segment())
@@ -380,6 +378,10 @@ pub fn forecast(
             .measured(value, within, summary),
     )
 }
+
+/// The forecast's value, days until the pool runs out, at most: ten years, which a pool that
+/// is not growing shows too.
+pub const FORECAST_VALUE_CAP_DAYS: f64 = 3650.0;
 
 /// A span of milliseconds in the largest whole unit that fits: "45 seconds",
 /// "12 minutes", "3 hours", "2 days".
@@ -914,6 +916,15 @@ pub(crate) mod tests {
         }
         let found = only(evaluate(&state, NOW, &rules()).conditions, FORECAST);
         assert_eq!(found[0].level, Level::Clear);
+        assert_eq!(
+            found[0].value, FORECAST_VALUE_CAP_DAYS,
+            "a readable number of days"
+        );
+        assert!(
+            found[0].summary.contains("not growing"),
+            "{}",
+            found[0].summary
+        );
     }
 
     fn sync(
