@@ -9,8 +9,6 @@
 
 mod support;
 
-use rdkafka::mocking::MockCluster;
-use seatwatch_common::kafka::{KafkaConfig, Topics};
 use seatwatch_common::Shutdown;
 use seatwatch_schemas::avro::AvroRecord;
 use seatwatch_schemas::{LicenseState, SfObject};
@@ -60,19 +58,12 @@ fn envelope_of(object: &str, record: &Value) -> Vec<u8> {
 /// Runs transform over the bad event followed by a good record and its snapshot end, and
 /// checks the dead letter, the good record's seat state and the committed offset.
 async fn rejected_and_flowing(rejected: Rejected) {
-    let cluster = MockCluster::new(1).unwrap();
-    let run_id = uuid::Uuid::new_v4().simple().to_string();
-    let prefix = format!("dlq-{run_id}.");
-    let topics = Topics::new(&prefix);
-    for spec in topics.specs() {
-        cluster.create_topic(&spec.name, 2, 1).unwrap();
-    }
-    let kafka_config = KafkaConfig {
-        bootstrap_servers: cluster.bootstrap_servers(),
-        topic_prefix: prefix,
-        create_topics: false,
-        ..KafkaConfig::default()
-    };
+    let MockRun {
+        cluster: _cluster,
+        run_id,
+        topics,
+        kafka_config,
+    } = MockRun::start("dlq", |_, _| 2);
 
     let good = SYNC.record(
         SfObject::UserLicense,

@@ -2,13 +2,14 @@
 //! in, seat state and one dead letter out, offsets committed once everything is
 //! acknowledged, and a clean stop on shutdown.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use prometheus::Registry;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use seatwatch_common::kafka::{self, KafkaConfig, Topics};
@@ -20,6 +21,7 @@ use seatwatch_schemas::{
 use seatwatch_transform::{run, Input, Metrics, Output, Processor, Target, TransformConfig};
 use serde_json::value::RawValue;
 use serde_json::Value;
+use support::MockRun;
 use tokio::time::Instant;
 
 const ORG: &str = "00D5g000004XyZwEAK";
@@ -128,16 +130,13 @@ fn expected_outputs(topics: &Topics, events: &[Event], partition: i32) -> Vec<Ou
     outputs
 }
 
-fn create_topics(cluster: &MockCluster<'_, impl rdkafka::ClientContext>, topics: &Topics) {
-    for spec in topics.specs() {
-        let partitions = if spec.name == topics.raw {
-            RAW_PARTITIONS
-        } else if spec.name == topics.dlq {
-            DLQ_PARTITIONS
-        } else {
-            STATE_PARTITIONS
-        };
-        cluster.create_topic(&spec.name, partitions, 1).unwrap();
+fn partitions(topics: &Topics, topic: &str) -> i32 {
+    if topic == topics.raw {
+        RAW_PARTITIONS
+    } else if topic == topics.dlq {
+        DLQ_PARTITIONS
+    } else {
+        STATE_PARTITIONS
     }
 }
 
@@ -264,17 +263,12 @@ async fn await_commit(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_org_becomes_seat_state_and_a_dead_letter() {
-    let cluster = MockCluster::new(1).unwrap();
-    let run_id = uuid::Uuid::new_v4().simple().to_string();
-    let prefix = format!("it-{run_id}.");
-    let topics = Topics::new(&prefix);
-    create_topics(&cluster, &topics);
-    let kafka_config = KafkaConfig {
-        bootstrap_servers: cluster.bootstrap_servers(),
-        topic_prefix: prefix,
-        create_topics: false,
-        ..KafkaConfig::default()
-    };
+    let MockRun {
+        cluster: _cluster,
+        run_id,
+        topics,
+        kafka_config,
+    } = MockRun::start("it", partitions);
 
     // The org's sync, on the org's partition of the raw topic.
     let raw_partition = kafka::partition_for(ORG, RAW_PARTITIONS);

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use prometheus::Registry;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::mocking::MockCluster;
 use seatwatch_common::http::Health;
 use seatwatch_common::kafka::{self, KafkaConfig, Topics};
 use seatwatch_common::Shutdown;
@@ -157,24 +156,19 @@ async fn message_count(kafka_config: &KafkaConfig, topics: &[&str]) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_transform_tombstones_what_vanished_while_it_was_stopped() {
-    let cluster = MockCluster::new(1).unwrap();
-    let run_id = uuid::Uuid::new_v4().simple().to_string();
-    let prefix = format!("it-{run_id}.");
-    let topics = Topics::new(&prefix);
-    for spec in topics.specs() {
-        let partitions = if spec.name == topics.raw {
+    let raw_or_state = |topics: &Topics, topic: &str| {
+        if topic == topics.raw {
             RAW_PARTITIONS
         } else {
             STATE_PARTITIONS
-        };
-        cluster.create_topic(&spec.name, partitions, 1).unwrap();
-    }
-    let kafka_config = KafkaConfig {
-        bootstrap_servers: cluster.bootstrap_servers(),
-        topic_prefix: prefix,
-        create_topics: false,
-        ..KafkaConfig::default()
+        }
     };
+    let MockRun {
+        cluster: _cluster,
+        run_id,
+        topics,
+        kafka_config,
+    } = MockRun::start("it", raw_or_state);
     let config = TransformConfig {
         kafka: kafka_config.clone(),
         group_id: format!("it-transform-{run_id}"),

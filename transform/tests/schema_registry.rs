@@ -9,9 +9,7 @@ mod support;
 #[path = "../../schemas/tests/support/mod.rs"]
 mod registry_double;
 
-use rdkafka::mocking::MockCluster;
 use registry_double::RegistryDouble;
-use seatwatch_common::kafka::{KafkaConfig, Topics};
 use seatwatch_common::Shutdown;
 use seatwatch_schemas::avro::AvroRecord;
 use seatwatch_schemas::encoding::{CONFLUENT_HEADER_LEN, CONFLUENT_MAGIC};
@@ -25,20 +23,13 @@ const LICENSES: usize = 3;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_is_written_in_the_confluent_format_with_registered_ids() {
     let registry = RegistryDouble::start().await;
-    let cluster = MockCluster::new(1).unwrap();
-    let run_id = uuid::Uuid::new_v4().simple().to_string();
-    let prefix = format!("sr-{run_id}.");
-    let topics = Topics::new(&prefix);
-    for spec in topics.specs() {
-        cluster.create_topic(&spec.name, 1, 1).unwrap();
-    }
-    let kafka_config = KafkaConfig {
-        bootstrap_servers: cluster.bootstrap_servers(),
-        topic_prefix: prefix,
-        create_topics: false,
-        schema_registry_url: Some(registry.url.clone()),
-        ..KafkaConfig::default()
-    };
+    let MockRun {
+        cluster: _cluster,
+        run_id,
+        topics,
+        mut kafka_config,
+    } = MockRun::start("sr", |_, _| 1);
+    kafka_config.schema_registry_url = Some(registry.url.clone());
 
     let sync = Sync { org: ORG, id: "s1" };
     let events = sync.user_licenses(LICENSES);

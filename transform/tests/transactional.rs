@@ -12,9 +12,7 @@
 mod support;
 
 use prometheus::Registry;
-use rdkafka::mocking::MockCluster;
 use seatwatch_common::http::Health;
-use seatwatch_common::kafka::{KafkaConfig, Topics};
 use seatwatch_common::Shutdown;
 use seatwatch_transform::{run_with, Delivery, TransformConfig};
 use support::*;
@@ -26,19 +24,12 @@ const LICENSES: usize = 5;
 /// readable (`read_committed`) and the input offsets are committed; returns how many
 /// records were read and how many transactions transform committed.
 async fn run_in(delivery: Delivery) -> (usize, f64) {
-    let cluster = MockCluster::new(1).unwrap();
-    let run_id = uuid::Uuid::new_v4().simple().to_string();
-    let prefix = format!("tx-{run_id}.");
-    let topics = Topics::new(&prefix);
-    for spec in topics.specs() {
-        cluster.create_topic(&spec.name, 1, 1).unwrap();
-    }
-    let kafka_config = KafkaConfig {
-        bootstrap_servers: cluster.bootstrap_servers(),
-        topic_prefix: prefix,
-        create_topics: false,
-        ..KafkaConfig::default()
-    };
+    let MockRun {
+        cluster: _cluster,
+        run_id,
+        topics,
+        kafka_config,
+    } = MockRun::start("tx", |_, _| 1);
 
     let sync = Sync { org: ORG, id: "s1" };
     let events = sync.user_licenses(LICENSES);

@@ -1,5 +1,5 @@
-//! Helpers shared by transform's broker tests: raw events as ingest writes them, a producer
-//! for the raw topic, a reader of the output topics, the group's committed offsets, and a
+//! Helpers shared by transform's broker tests: a mock cluster holding a fresh set of
+//! topics, raw events as ingest writes them, a producer for the raw topic, a reader of the output topics, the group's committed offsets, and a
 //! tansu broker on a free loopback port. Everything listens on 127.0.0.1.
 
 #![allow(dead_code)] // each test binary uses part of the helpers
@@ -13,9 +13,11 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use seatwatch_common::kafka::{self, KafkaConfig};
+use seatwatch_common::kafka::{self, KafkaConfig, Topics};
 use seatwatch_schemas::{EnvelopeKind, RawEnvelope, SfObject, SnapshotEnd, SnapshotMode};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -23,6 +25,43 @@ use tokio::time::Instant;
 
 /// How long any awaited condition may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// librdkafka's in-process mock cluster holding every topic under a prefix of its own, and
+/// the Kafka settings that reach it.
+pub struct MockRun {
+    pub cluster: MockCluster<'static, DefaultProducerContext>,
+    /// Unique to this run, for prefixes and group ids.
+    pub run_id: String,
+    pub topics: Topics,
+    pub kafka_config: KafkaConfig,
+}
+
+impl MockRun {
+    /// Topics prefixed `<name>-<run id>.`, each with the partitions `partitions` gives for
+    /// its full name.
+    pub fn start(name: &str, partitions: impl Fn(&Topics, &str) -> i32) -> Self {
+        let cluster = MockCluster::new(1).unwrap();
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        let prefix = format!("{name}-{run_id}.");
+        let topics = Topics::new(&prefix);
+        for spec in topics.specs() {
+            let count = partitions(&topics, &spec.name);
+            cluster.create_topic(&spec.name, count, 1).unwrap();
+        }
+        let kafka_config = KafkaConfig {
+            bootstrap_servers: cluster.bootstrap_servers(),
+            topic_prefix: prefix,
+            create_topics: false,
+            ..KafkaConfig::default()
+        };
+        Self {
+            cluster,
+            run_id,
+            topics,
+            kafka_config,
+        }
+    }
+}
 
 /// One raw event: the key and value ingest would write.
 #[derive(Clone, Debug)]
