@@ -81,10 +81,13 @@ cargo fmt --all -- --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+# The tests run on a build with the fault suite's fail points (`failpoints`), so that
+# build is linted too.
+cargo clippy --workspace --all-targets --features failpoints -- -D warnings
 
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
+  cargo nextest run --workspace --features failpoints --no-fail-fast
 else
-  cargo test --workspace --no-fail-fast
+  cargo test --workspace --features failpoints --no-fail-fast
 fi

@@ -90,6 +90,9 @@ struct Checked<A: clap::Args> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init();
+    // Built with the fault suite's fail points only: they are armed from `FAILPOINTS`.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
 
     let result = match cli.command {
         Command::Demo(args) => demo::run(args).await,

@@ -1141,6 +1141,97 @@ fn transform_sigkill_after_producing_before_committing_resumes_from_its_commit()
     transform.assert_running();
 }
 
+/// The same kill, exactly placed. A first transform commits the first batch and stops
+/// cleanly; a second, built with fail points and armed, aborts itself at its first commit
+/// that would move the offsets: after the outputs of that flush are acknowledged, before
+/// the commit. Whatever it had processed by then, a third transform must resume from the
+/// first one's commit and produce again exactly the outputs the aborted one wrote.
+#[cfg(feature = "failpoints")]
+#[test]
+fn transform_aborted_at_its_commit_fail_point_replays_exactly_what_was_uncommitted() {
+    use std::os::unix::process::ExitStatusExt;
+
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Tansu::start(dir.path());
+    let bootstrap = broker.bootstrap.clone();
+    let prefix = create_topics(&bootstrap, "tf");
+    let raw_topic = format!("{prefix}salesforce.usage.raw");
+    let state_topic = format!("{prefix}seats.license-state");
+    const LICENCES: usize = 300;
+    const BATCHES: usize = 4;
+    let group = "fault-transform-fail-point";
+    let config = transform_config(&bootstrap, &prefix, group, 200);
+
+    // The first batch, transformed and committed by a transform that stops cleanly.
+    let (mut first, _) = service("transform-fp-1", &["transform"], &config, dir.path());
+    produce(&bootstrap, &raw_topic, 0, &licence_batch(ORG, 0, LICENCES));
+    let ends = wait_committed_to_end(&bootstrap, &prefix, group, 1, &mut [&mut first]);
+    assert!(first.terminate(PATIENCE).success());
+    let commit = ends[0];
+
+    // The second batch, read by an armed transform that aborts instead of committing.
+    produce(&bootstrap, &raw_topic, 0, &licence_batch(ORG, 1, LICENCES));
+    let config_path = dir.path().join("transform-fp.toml");
+    std::fs::write(&config_path, &config).unwrap();
+    let armed = [("FAILPOINTS", "transform-before-commit=return")];
+    let (mut aborted, _) = spawn_service_with(
+        "transform-fp-2",
+        &["transform"],
+        &config_path,
+        dir.path(),
+        &armed,
+    );
+    let status = wait_for("transform to abort at its fail point", PATIENCE, || {
+        aborted.child.try_wait().unwrap()
+    });
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");
+    assert!(
+        aborted.log_text().contains("transform-before-commit"),
+        "the abort was the fail point's"
+    );
+    assert_eq!(
+        committed(&bootstrap, group, &raw_topic, 0),
+        Some(commit),
+        "nothing was committed past the first transform's commit"
+    );
+    let outputs_at_abort = high_watermark(&bootstrap, &state_topic, 0).unwrap();
+    let uncommitted = usize::try_from(outputs_at_abort).unwrap() - LICENCES;
+    assert!(
+        (1..=LICENCES).contains(&uncommitted),
+        "the aborted transform's outputs were acknowledged: {outputs_at_abort} in all"
+    );
+
+    // A third transform, not armed, with the rest arriving meanwhile.
+    let (mut third, _) = service("transform-fp-3", &["transform"], &config, dir.path());
+    for batch in 2..BATCHES {
+        produce(
+            &bootstrap,
+            &raw_topic,
+            0,
+            &licence_batch(ORG, batch, LICENCES),
+        );
+    }
+    wait_committed_to_end(&bootstrap, &prefix, group, 1, &mut [&mut third]);
+
+    // The replay is the aborted transform's outputs, every one of them and nothing else:
+    // the first `uncommitted` records of the second batch.
+    let (figures, raw, replayed) = compare_licences(&bootstrap, &prefix);
+    assert_eq!(raw.len(), BATCHES * LICENCES);
+    let expected: BTreeSet<i64> = (0..uncommitted).map(|n| (10_000 + n) as i64).collect();
+    assert_eq!(replayed.len(), expected.len(), "each replayed once");
+    let replayed: BTreeSet<i64> = replayed.into_iter().collect();
+    assert_eq!(replayed, expected);
+    assert_eq!(figures.dlq, 0, "nothing here is malformed");
+    fault_line("transform_fail_point_abort", &figures);
+    println!(
+        "  aborted with the commit at {commit} and {uncommitted} outputs after it; wall {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(figures.lost, 0);
+    third.assert_running();
+}
+
 // ---------------------------------------------------------------------------------------
 // 6. Rebalance mid-stream: a second transform joins, then is SIGKILLed
 // ---------------------------------------------------------------------------------------

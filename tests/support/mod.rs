@@ -403,6 +403,17 @@ pub const SF_SECURITY_TOKEN_ENV: &str = "TEST_SF_SECURITY_TOKEN";
 /// Starts `seatwatch <args> --config <config>` on a free ops port, logging JSON at info,
 /// with the simulator's demo secrets in the environment; returns it and its ops URL.
 pub fn spawn_service(name: &str, args: &[&str], config: &Path, dir: &Path) -> (Proc, String) {
+    spawn_service_with(name, args, config, dir, &[])
+}
+
+/// [`spawn_service`] with more environment variables.
+pub fn spawn_service_with(
+    name: &str,
+    args: &[&str],
+    config: &Path,
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> (Proc, String) {
     use secrecy::ExposeSecret;
     let port = free_port();
     let credentials = seatwatch_simulator::Credentials::demo();
@@ -423,7 +434,8 @@ pub fn spawn_service(name: &str, args: &[&str], config: &Path, dir: &Path) -> (P
         .env(
             SF_SECURITY_TOKEN_ENV,
             credentials.security_token.expose_secret(),
-        );
+        )
+        .envs(env.iter().copied());
     (
         Proc::spawn(name, command, dir),
         format!("http://127.0.0.1:{port}"),

@@ -10,6 +10,10 @@
 //! pipeline without committing; the restart replays from the last commit (at least once:
 //! outputs may repeat, and the compacted state topics absorb that).
 //!
+//! Built with the `failpoints` feature (the test command's build), `FAILPOINTS` can make
+//! transform abort at `transform-before-commit`: outputs acknowledged, offsets not yet
+//! committed, the moment a crash costs most.
+//!
 //! With `delivery = "transactional"` each flush is one Kafka transaction instead: the outputs
 //! produced since the last flush and the input offsets they make safe are committed together
 //! (`send_offsets_to_transaction` with the consumer's group metadata, so a member fenced by a
@@ -763,6 +767,12 @@ impl Pipeline {
         if moved.is_empty() {
             return;
         }
+        // The fault suite's kill point: every output acknowledged, the offsets not yet
+        // committed. Compiled in only with the `failpoints` feature.
+        fail::fail_point!("transform-before-commit", |_| {
+            tracing::error!("fail point transform-before-commit: aborting before the commit");
+            std::process::abort()
+        });
 
         // A synchronous commit blocks its thread until the broker answers, so it runs on
         // the blocking pool.
