@@ -1,4 +1,4 @@
-//! The fault suite of issue 7: every scenario runs the real services as processes on
+//! The fault suite: every scenario runs the real services as processes on
 //! loopback, injects one kind of fault, gives every Salesforce record a unique version,
 //! and afterwards compares the sets of (key, version) seen at each stage.
 //!
@@ -12,7 +12,9 @@
 //!    (`broker_down`/`broker_up`); the same on tansu behind a `support::Cutter` is ignored
 //!    while tansu 0.6's storage panics on it (see `RELIABILITY.md`);
 //! 2. `transform_sigkill`: transform is SIGKILLed once it has written outputs past its
-//!    committed offset, and restarted;
+//!    committed offset, and restarted; `transform_fail_point_abort` (with the `failpoints`
+//!    feature): transform aborts itself at its `transform-before-commit` fail point, after
+//!    its outputs are acknowledged and before their offsets are committed;
 //! 3. `alert_sigkill_and_receiver_500`: the webhook receiver answers 500, then hangs past
 //!    the timeout, then takes one notification and SIGKILLs alert before answering;
 //! 4. `duplicate_replay`: the raw events twice, and a transform group reading from 0;
