@@ -4,15 +4,8 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
 use prometheus::Registry;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
-use seatwatch_common::kafka::{self, KafkaConfig, Topics};
+use seatwatch_common::kafka::{self, Topics};
 use seatwatch_common::Shutdown;
 use seatwatch_schemas::avro::AvroRecord;
 use seatwatch_schemas::{
@@ -21,24 +14,16 @@ use seatwatch_schemas::{
 use seatwatch_transform::{run, Input, Metrics, Output, Processor, Target, TransformConfig};
 use serde_json::value::RawValue;
 use serde_json::Value;
-use support::MockRun;
-use tokio::time::Instant;
+use support::{await_commit, produce, Event, MockRun, OutputReader, PATIENCE};
 
 const ORG: &str = "00D5g000004XyZwEAK";
 const RAW_PARTITIONS: i32 = 2;
 const STATE_PARTITIONS: i32 = 3;
 const DLQ_PARTITIONS: i32 = 2;
-const PATIENCE: Duration = Duration::from_secs(60);
 
 fn fixture(text: &str) -> Vec<Value> {
     let document: Value = serde_json::from_str(text).unwrap();
     document["body"]["records"].as_array().unwrap().clone()
-}
-
-/// A raw event as ingest writes it.
-struct Event {
-    key: String,
-    value: Vec<u8>,
 }
 
 fn envelope(object: SfObject, record: Option<&Value>, end: Option<SnapshotEnd>) -> Vec<u8> {
@@ -140,127 +125,6 @@ fn partitions(topics: &Topics, topic: &str) -> i32 {
     }
 }
 
-async fn produce(kafka_config: &KafkaConfig, topic: &str, partition: i32, events: &[Event]) {
-    let producer: FutureProducer = kafka_config
-        .producer_config("it-ingest")
-        .unwrap()
-        .create()
-        .unwrap();
-    for event in events {
-        let record = FutureRecord::to(topic)
-            .partition(partition)
-            .key(&event.key)
-            .payload(&event.value);
-        let delivery = kafka::enqueue(&producer, record).await.unwrap();
-        kafka::delivered(delivery).await.unwrap();
-    }
-}
-
-/// One message read back from an output topic.
-#[derive(Debug)]
-struct Received {
-    topic: String,
-    partition: i32,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    headers: BTreeMap<String, String>,
-}
-
-/// Reads every partition of `names` from the beginning until `count` messages arrived.
-async fn read_outputs(
-    kafka_config: &KafkaConfig,
-    names: &[(&str, i32)],
-    count: usize,
-) -> Vec<Received> {
-    let reader: StreamConsumer = kafka_config
-        .consumer_config("it-reader", "it-reader")
-        .unwrap()
-        .create()
-        .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    for (name, partitions) in names {
-        for partition in 0..*partitions {
-            assignment
-                .add_partition_offset(name, partition, Offset::Beginning)
-                .unwrap();
-        }
-    }
-    reader.assign(&assignment).unwrap();
-
-    let deadline = Instant::now() + PATIENCE;
-    let mut received = Vec::new();
-    while received.len() < count {
-        let message = tokio::time::timeout_at(deadline, reader.recv())
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "only {} of {count} outputs arrived: {received:#?}",
-                    received.len()
-                )
-            })
-            .unwrap();
-        let headers = message
-            .headers()
-            .map(|headers| {
-                headers
-                    .iter()
-                    .map(|h| {
-                        let value =
-                            String::from_utf8(h.value.unwrap_or_default().to_vec()).unwrap();
-                        (h.key.to_owned(), value)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        received.push(Received {
-            topic: message.topic().to_owned(),
-            partition: message.partition(),
-            key: message.key().map(<[u8]>::to_vec),
-            value: message.payload().map(<[u8]>::to_vec),
-            headers,
-        });
-    }
-    received
-}
-
-/// Polls the group's committed offset of the raw partition until it reaches `end`.
-async fn await_commit(
-    kafka_config: &KafkaConfig,
-    group: &str,
-    topic: &str,
-    partition: i32,
-    end: i64,
-) {
-    let checker: BaseConsumer = kafka_config
-        .consumer_config("it-checker", group)
-        .unwrap()
-        .create()
-        .unwrap();
-    let checker = std::sync::Arc::new(checker);
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let mut wanted = TopicPartitionList::new();
-        wanted.add_partition(topic, partition);
-        let checker = checker.clone();
-        let committed = tokio::task::spawn_blocking(move || {
-            checker.committed_offsets(wanted, Duration::from_secs(5))
-        })
-        .await
-        .unwrap();
-        let offset = committed
-            .ok()
-            .and_then(|list| list.find_partition(topic, partition).map(|e| e.offset()));
-        if offset == Some(Offset::Offset(end)) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "committed offset is {offset:?}, not {end}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_org_becomes_seat_state_and_a_dead_letter() {
     let MockRun {
@@ -295,7 +159,11 @@ async fn a_small_org_becomes_seat_state_and_a_dead_letter() {
         (topics.user_state.as_str(), STATE_PARTITIONS),
         (topics.dlq.as_str(), DLQ_PARTITIONS),
     ];
-    let received = read_outputs(&kafka_config, &outputs, expected.len()).await;
+    let mut reader = OutputReader::new(&kafka_config, &outputs);
+    reader
+        .read_until("every expected output", |got| got.len() >= expected.len())
+        .await;
+    let received = reader.received;
     for want in &expected {
         let (topic, partitions) = match want.target {
             Target::LicenseState => (&topics.license_state, STATE_PARTITIONS),
