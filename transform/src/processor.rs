@@ -25,8 +25,11 @@
 //! - A record of a new sync for an object whose snapshot is still open means ingest started
 //!   over; the stale snapshot is discarded (what it published stays published, and is
 //!   remembered so that a later full snapshot can remove it).
-//! - Nothing here reads the clock: times come from the events, and maps iterate in key
-//!   order, so the same input always gives the same output bytes.
+//! - Nothing here reads the clock: times come from the events, and the outputs of one
+//!   event that name many ids (tombstones, re-published users) come in id order, so the
+//!   same input always gives the same output bytes. State keyed by id is hashed, not
+//!   ordered, because lookups are most of the work; what is iterated into outputs is
+//!   sorted first.
 //!
 //! Restoring: a new processor knows nothing, so before the first live event the pipeline
 //! seeds it with what the compacted state topics hold ([`Processor::restore_license`],
@@ -53,7 +56,9 @@
 //! holds back its partition's committed offset until ingest syncs that object of that org
 //! again; a bound on how far an open snapshot may trail would be the fix.
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use foldhash::fast::RandomState;
 
 use seatwatch_schemas::records::{license_key, user_key};
 use seatwatch_schemas::salesforce::{
@@ -131,6 +136,12 @@ impl Output {
     }
 }
 
+/// A map keyed by an org, user, licence or assignment id.
+type IdMap<V> = HashMap<String, V, RandomState>;
+
+/// A set of org, user, licence or assignment ids.
+type IdSet = HashSet<String, RandomState>;
+
 /// The transform state machine. See the module documentation for its rules.
 #[derive(Debug)]
 pub struct Processor {
@@ -138,7 +149,7 @@ pub struct Processor {
     source_topic: String,
     metrics: Metrics,
     encoder: StateEncoder,
-    orgs: BTreeMap<String, OrgState>,
+    orgs: IdMap<OrgState>,
     /// Whether a live event has been processed; state is restored only before that.
     live: bool,
 }
@@ -151,15 +162,15 @@ struct OrgState {
     /// Ids of the licences published since the last full snapshot, per licence object.
     licenses: BTreeMap<SfObject, BTreeSet<String>>,
     /// The last published state of each user, by user id.
-    users: BTreeMap<String, UserState>,
+    users: IdMap<UserState>,
     /// Users whose state was restored from the topic and has not been replaced by one of
     /// their records since: their licence lists may be older than the assignment rows.
-    restored_users: BTreeSet<String>,
+    restored_users: IdSet,
     /// Assignment rows per assignment object.
     assignments: BTreeMap<SfObject, Assignments>,
     /// The latest successful `LoginTime` (ms) seen in `LoginHistory` per user id, users
     /// not yet published included.
-    activity: BTreeMap<String, i64>,
+    activity: IdMap<i64>,
     /// Snapshots whose end marker has not arrived yet, per object.
     open: BTreeMap<SfObject, OpenSnapshot>,
 }
@@ -172,16 +183,16 @@ struct OrgState {
 #[derive(Debug, Default)]
 struct Assignments {
     /// Rows by assignment id.
-    rows: BTreeMap<String, Assignment>,
+    rows: IdMap<Assignment>,
     /// Per user, the licence ids their rows grant (revoked rows excluded) with the number
     /// of rows granting each; derived from `rows`.
-    by_user: BTreeMap<String, BTreeMap<String, u32>>,
+    by_user: IdMap<BTreeMap<String, u32>>,
     /// Whether a complete full snapshot was applied, so that `rows` holds every row.
     complete: bool,
 }
 
 /// The users whose holdings a snapshot touched, with what they held before it.
-type Touched = BTreeMap<String, Vec<String>>;
+type Touched = IdMap<Vec<String>>;
 
 impl Assignments {
     /// The licence ids `user_id` holds, in order.
@@ -190,6 +201,14 @@ impl Assignments {
             .get(user_id)
             .map(|ids| ids.keys().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Whether `user_id` holds exactly the licence ids `ids`, in order.
+    fn holds_exactly(&self, user_id: &str, ids: &[String]) -> bool {
+        match self.by_user.get(user_id) {
+            Some(held) => held.keys().eq(ids),
+            None => ids.is_empty(),
+        }
     }
 
     /// Puts a row in place of the one with its id, if different.
@@ -223,8 +242,19 @@ impl Assignments {
             return;
         }
         self.touch(&row.user_id, touched);
-        let ids = self.by_user.entry(row.user_id.clone()).or_default();
-        *ids.entry(row.license_id.clone()).or_default() += 1;
+        // Ids are copied only when new to the index, which a repeated sync never is.
+        if !self.by_user.contains_key(&row.user_id) {
+            self.by_user.insert(row.user_id.clone(), BTreeMap::new());
+        }
+        let Some(ids) = self.by_user.get_mut(&row.user_id) else {
+            unreachable!("the user was inserted above");
+        };
+        match ids.get_mut(&row.license_id) {
+            Some(count) => *count += 1,
+            None => {
+                ids.insert(row.license_id.clone(), 1);
+            }
+        }
     }
 
     fn release(&mut self, row: &Assignment, touched: &mut Touched) {
@@ -291,7 +321,7 @@ struct OpenSnapshot {
     /// Records with a readable id, dead-lettered ones included.
     records: u64,
     /// Ids of those records.
-    seen: BTreeSet<String>,
+    seen: IdSet,
     /// Valid assignment rows, applied at the end marker.
     buffered: Vec<(String, Assignment)>,
 }
@@ -303,7 +333,7 @@ impl OpenSnapshot {
             partition,
             first_offset,
             records: 0,
-            seen: BTreeSet::new(),
+            seen: IdSet::default(),
             buffered: Vec::new(),
         }
     }
@@ -326,7 +356,7 @@ impl Processor {
             source_topic: source_topic.into(),
             metrics,
             encoder,
-            orgs: BTreeMap::new(),
+            orgs: IdMap::default(),
             live: false,
         }
     }
@@ -746,7 +776,7 @@ impl OrgState {
             known.extend(snapshot.seen);
             return Vec::new();
         }
-        let gone = std::mem::replace(known, snapshot.seen);
+        let gone = std::mem::replace(known, snapshot.seen.into_iter().collect());
         gone.into_iter()
             .filter(|id| !known.contains(id))
             .map(|id| {
@@ -761,12 +791,13 @@ impl OrgState {
         if !full {
             return Vec::new();
         }
-        let gone: Vec<String> = self
+        let mut gone: Vec<String> = self
             .users
             .keys()
             .filter(|id| !snapshot.seen.contains(*id))
             .cloned()
             .collect();
+        gone.sort_unstable();
         gone.into_iter()
             .map(|id| {
                 self.users.remove(&id);
@@ -790,7 +821,7 @@ impl OrgState {
     ) -> Result<Vec<Output>, Rejection> {
         let assignments = self.assignments.entry(object).or_default();
         let first_full = full && !assignments.complete;
-        let mut touched = Touched::new();
+        let mut touched = Touched::default();
         if full {
             // Rows the snapshot lacks go; rows that arrived but were dead-lettered keep
             // their previous value.
@@ -803,14 +834,20 @@ impl OrgState {
         }
         let complete = assignments.complete;
 
-        let mut changed: BTreeSet<&String> = touched
+        // Only published users can be re-published; in a first sync none are yet.
+        let users = &self.users;
+        let mut changed: Vec<&String> = touched
             .iter()
-            .filter(|(user, before)| assignments.held(user) != **before)
+            .filter(|(user, before)| {
+                users.contains_key(*user) && !assignments.holds_exactly(user, before)
+            })
             .map(|(user, _)| user)
             .collect();
         if first_full {
             changed.extend(&self.restored_users);
         }
+        changed.sort_unstable();
+        changed.dedup();
         let mut outputs = Vec::new();
         for user_id in changed {
             let restored = self.restored_users.contains(user_id);

@@ -1400,9 +1400,11 @@ fn login_history_is_idempotent() {
 
 /// Who holds what according to `rows` alone, built from scratch: what the index kept row by
 /// row must always equal.
-fn holdings_of(rows: &BTreeMap<String, Assignment>) -> BTreeMap<String, Vec<String>> {
+fn holdings_of<'a>(
+    rows: impl IntoIterator<Item = &'a Assignment>,
+) -> BTreeMap<String, Vec<String>> {
     let mut by_user: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for row in rows.values().filter(|row| !row.revoked) {
+    for row in rows.into_iter().filter(|row| !row.revoked) {
         by_user
             .entry(row.user_id.clone())
             .or_default()
@@ -1434,7 +1436,7 @@ proptest::proptest! {
     ) {
         let mut assignments = Assignments::default();
         for (full, rows) in snapshots {
-            let before = holdings_of(&assignments.rows);
+            let before = holdings_of(assignments.rows.values());
             let rows: BTreeMap<String, Assignment> = rows
                 .into_iter()
                 .map(|(id, user, license, revoked)| {
@@ -1443,7 +1445,7 @@ proptest::proptest! {
                 })
                 .collect();
 
-            let mut touched = Touched::new();
+            let mut touched = Touched::default();
             if full {
                 assignments.retain(|id| rows.contains_key(id), &mut touched);
             }
@@ -1451,13 +1453,16 @@ proptest::proptest! {
                 assignments.put(id, row, &mut touched);
             }
 
-            let after = holdings_of(&assignments.rows);
+            let after = holdings_of(assignments.rows.values());
             let index: BTreeMap<String, Vec<String>> = assignments
                 .by_user
                 .keys()
                 .map(|user| (user.clone(), assignments.held(user)))
                 .collect();
             proptest::prop_assert_eq!(&index, &after);
+            for (user, held) in &after {
+                proptest::prop_assert!(assignments.holds_exactly(user, held), "{}", user);
+            }
             for user in before.keys().chain(after.keys()) {
                 if before.get(user) != after.get(user) {
                     let held_before = before.get(user).cloned().unwrap_or_default();
