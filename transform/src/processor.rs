@@ -161,8 +161,9 @@ struct OrgState {
     partition: i32,
     /// Ids of the licences published since the last full snapshot, per licence object.
     licenses: BTreeMap<SfObject, BTreeSet<String>>,
-    /// The last published state of each user, by user id.
-    users: IdMap<UserState>,
+    /// The last published state of each user, by user id; boxed, so that growing the map
+    /// moves pointers rather than whole states.
+    users: IdMap<Box<UserState>>,
     /// Users whose state was restored from the topic and has not been replaced by one of
     /// their records since: their licence lists may be older than the assignment rows.
     restored_users: IdSet,
@@ -398,7 +399,7 @@ impl Processor {
     pub fn restore_user(&mut self, partition: i32, state: UserState) {
         if let Some(org) = self.restored_org(partition, &state.org_id) {
             org.restored_users.insert(state.user_id.clone());
-            org.users.insert(state.user_id.clone(), state);
+            org.users.insert(state.user_id.clone(), Box::new(state));
         }
     }
 
@@ -668,9 +669,9 @@ impl OrgState {
         let output = encoder.user_output(&state)?;
         self.restored_users.remove(&record.id);
         match self.users.get_mut(&record.id) {
-            Some(known) => *known = state,
+            Some(known) => **known = state,
             None => {
-                self.users.insert(record.id.clone(), state);
+                self.users.insert(record.id.clone(), Box::new(state));
             }
         }
         Ok(vec![output])
