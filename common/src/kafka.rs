@@ -367,6 +367,10 @@ pub fn partition_for(org: &str, partitions: i32) -> i32 {
     (hash % partitions.max(1) as u32) as i32
 }
 
+/// How long a producer whose queue is full is left to drain before a record is offered
+/// again.
+const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
+
 /// Hands a record to the producer, waiting while its queue is full (backpressure) rather
 /// than failing. The returned future resolves when the broker acknowledges the record.
 pub async fn enqueue<C, K, P>(
@@ -383,7 +387,29 @@ where
             Ok(delivery) => return Ok(delivery),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                 record = returned;
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                tokio::time::sleep(QUEUE_FULL_PAUSE).await;
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
+}
+
+/// [`enqueue`] for a plain thread (not an async task), which a full queue puts to sleep.
+pub fn enqueue_blocking<C, K, P>(
+    producer: &FutureProducer<C>,
+    mut record: FutureRecord<'_, K, P>,
+) -> Result<DeliveryFuture, KafkaError>
+where
+    C: ClientContext + 'static,
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+{
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                record = returned;
+                std::thread::sleep(QUEUE_FULL_PAUSE);
             }
             Err((error, _)) => return Err(error),
         }

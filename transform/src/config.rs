@@ -41,6 +41,11 @@ pub struct TransformConfig {
     /// `transactional`, which needs a broker with Kafka transactions (tansu 0.6 has none).
     #[serde(default)]
     pub delivery: Delivery,
+    /// Threads processing raw partitions side by side (each partition's events stay in
+    /// order on one of them); 0, the default, means one per CPU core. More threads than
+    /// the raw partitions this instance owns do not help.
+    #[serde(default)]
+    pub processing_threads: usize,
 }
 
 /// How transform commits what it has done.
@@ -90,6 +95,7 @@ impl Default for TransformConfig {
             flush_interval_ms: default_flush_interval_ms(),
             max_in_flight: default_max_in_flight(),
             delivery: Delivery::default(),
+            processing_threads: 0,
         }
     }
 }

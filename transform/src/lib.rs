@@ -7,6 +7,7 @@
 //! and with its reason, to `salesforce.usage.dlq`.
 //!
 //! - [`processor`]: the state machine holding every rule, synchronous and free of I/O.
+//! - [`partitions`]: one processor per raw partition, run side by side.
 //! - [`normalize`] and [`validate`]: record-level mapping and error explanations.
 //! - [`pipeline`]: the Kafka loop around it: delivery, offsets, rebalances, shutdown.
 //! - [`metrics`], [`dlq`], [`config`]: metrics, the dead-letter vocabulary, configuration.
@@ -17,11 +18,13 @@ pub mod config;
 pub mod dlq;
 pub mod metrics;
 pub mod normalize;
+pub mod partitions;
 pub mod pipeline;
 pub mod processor;
 pub mod validate;
 
 pub use config::{Delivery, TransformArgs, TransformConfig};
 pub use metrics::Metrics;
+pub use partitions::PartitionProcessors;
 pub use pipeline::{run, run_with, TransformError};
 pub use processor::{Input, Output, Processor, StateEncoder, Target};

@@ -86,7 +86,8 @@ use tokio::time::{self, Instant};
 
 use crate::config::{Delivery, TransformConfig};
 use crate::metrics::{self, Metrics};
-use crate::processor::{self, Input, Output, Processor, StateEncoder, Target};
+use crate::partitions::PartitionProcessors;
+use crate::processor::{self, Input, Output, StateEncoder, Target};
 
 /// The name transform's Kafka clients and log lines go by.
 const SERVICE: &str = "seatwatch-transform";
@@ -148,6 +149,8 @@ pub enum TransformError {
     // This program.
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("cannot start the processing threads: {0}; lower processing_threads")]
+    Threads(#[from] rayon::ThreadPoolBuildError),
 }
 
 /// Runs transform with its own metrics registry and ops server on `listen_addr`, until
@@ -199,7 +202,12 @@ pub async fn run_with(
     // what they lack.
     health.set_not_ready("restoring state");
     let raw_partitions = partitions.get(&topics.raw).copied().unwrap_or(1);
-    let processor = Processor::with_encoder(topics.raw.clone(), metrics.clone(), encoder.clone());
+    let processors = PartitionProcessors::new(
+        topics.raw.clone(),
+        metrics.clone(),
+        encoder.clone(),
+        config.processing_threads,
+    )?;
     let restore = Restore {
         config: &config,
         topics: &topics,
@@ -207,7 +215,7 @@ pub async fn run_with(
         encoder,
         metrics: metrics.clone(),
     };
-    let Some(processor) = restore.run(processor, &shutdown).await? else {
+    let Some(processors) = restore.run(processors, &shutdown).await? else {
         return Ok(());
     };
 
@@ -232,11 +240,12 @@ pub async fn run_with(
         topic = %topics.raw,
         group = %config.group_id,
         delivery = config.delivery.as_str(),
+        processing_threads = processors.threads(),
         "transform started"
     );
 
     let mut pipeline = Pipeline {
-        processor,
+        processors,
         restored: (0..raw_partitions).collect(),
         consumer: Arc::new(consumer),
         producer,
@@ -394,6 +403,13 @@ impl TransformContext {
         std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Whether an assignment or a revocation waits for the pipeline.
+    fn rebalanced(&self) -> bool {
+        let assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+        let revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        assigned.is_some() || !revoked.is_empty()
+    }
+
     fn take_assigned(&self) -> Option<Vec<i32>> {
         self.assigned
             .lock()
@@ -462,8 +478,9 @@ impl OutputTopics {
     }
 }
 
-/// The most events handled in one burst, without waiting, of those the consumer holds.
-const BURST: usize = 1024;
+/// The most events handled in one burst, without waiting, of those the consumer holds:
+/// enough that a burst usually spans several partitions, which are processed side by side.
+const BURST: usize = 4096;
 
 /// An output handed to the producer, awaiting the broker's acknowledgement.
 struct Pending {
@@ -474,7 +491,7 @@ struct Pending {
 }
 
 struct Pipeline {
-    processor: Processor,
+    processors: PartitionProcessors,
     /// Raw partitions whose state restored at start is still current: all of them until
     /// the first assignment, none after it.
     restored: BTreeSet<i32>,
@@ -499,13 +516,17 @@ impl Pipeline {
     /// Receives, processes and produces until shutdown, flushing on the way; then drains.
     ///
     /// The loop waits (for input, the next flush or shutdown) only when the consumer holds
-    /// nothing: once an event arrives, the ones already fetched behind it are handled in a
-    /// burst without waiting, so that a timer and a shutdown check are set up once per
-    /// burst rather than once per event. Bursts end early when a flush is due by count.
+    /// nothing: once an event arrives, the ones already fetched behind it join it in a
+    /// burst, which the partitions' processors work through side by side before its
+    /// outputs are produced; a timer and a shutdown check are set up once per burst. A
+    /// burst holds no more events than `max_in_flight` has room for, and ends at a
+    /// rebalance: the event whose poll ran one is handled alone, after the events before
+    /// it and after the assignment change is applied.
     async fn run(&mut self, shutdown: &Shutdown) -> Result<(), TransformError> {
         let consumer = Arc::clone(&self.consumer);
         let mut messages = consumer.stream();
         let mut next_flush = Instant::now() + self.flush_interval;
+        let mut burst = Vec::with_capacity(BURST);
         loop {
             // Waiting for input ends at the next flush, so quiet topics still commit.
             let received = tokio::select! {
@@ -514,17 +535,27 @@ impl Pipeline {
                 received = time::timeout_at(next_flush, messages.next()) => received,
             };
             match received {
-                Ok(Some(received)) => {
-                    self.receive(received).await?;
-                    for _ in 1..BURST {
-                        if self.in_flight.len() >= self.max_in_flight {
-                            break;
+                Ok(Some(first)) => {
+                    let room = self.max_in_flight.saturating_sub(self.in_flight.len());
+                    let room = room.clamp(1, BURST);
+                    let mut next = Some(first);
+                    while let Some(received) = next.take() {
+                        match received {
+                            Ok(message) if !consumer.context().rebalanced() => {
+                                burst.push(message);
+                            }
+                            other => {
+                                self.handle_burst(&burst)?;
+                                burst.clear();
+                                self.receive(other).await?;
+                            }
                         }
-                        let Some(Some(received)) = messages.next().now_or_never() else {
-                            break;
-                        };
-                        self.receive(received).await?;
+                        if burst.len() < room {
+                            next = messages.next().now_or_never().flatten();
+                        }
                     }
+                    self.handle_burst(&burst)?;
+                    burst.clear();
                 }
                 // Rebalances are served inside the poll too, with or without an event.
                 Ok(None) | Err(_) => {
@@ -550,59 +581,36 @@ impl Pipeline {
         // Before any event of a newly assigned partition is processed.
         self.settle_assigned();
         match received {
-            Ok(message) => self.handle(&message).await?,
+            Ok(message) => self.handle_burst(std::slice::from_ref(&message))?,
             Err(error) => self.receive_failed(error)?,
         }
         self.forget_revoked();
         Ok(())
     }
 
-    /// Processes one event and hands its outputs to the producer. A full producer queue
-    /// holds this up, and with it the reading of input.
-    async fn handle(&mut self, message: &BorrowedMessage<'_>) -> Result<(), TransformError> {
-        let input = Input {
-            partition: message.partition(),
-            offset: message.offset(),
-            key: message.key(),
-            value: message.payload(),
-        };
-        for output in self.processor.process(input) {
-            self.produce(output, input.partition).await?;
+    /// Processes a burst of events, partition beside partition; the threads processing
+    /// them hand their outputs to the producer as they go. A full producer queue holds
+    /// this up, and with it the reading of input.
+    fn handle_burst(&mut self, burst: &[BorrowedMessage<'_>]) -> Result<(), TransformError> {
+        let inputs: Vec<Input<'_>> = burst
+            .iter()
+            .map(|message| Input {
+                partition: message.partition(),
+                offset: message.offset(),
+                key: message.key(),
+                value: message.payload(),
+            })
+            .collect();
+        let (producer, outputs) = (&self.producer, &self.outputs);
+        let sent = self.processors.process(&inputs, |input, output| {
+            produce(producer, outputs, output, input.partition)
+        })?;
+        for (index, pending) in sent {
+            let input = inputs[index];
+            self.transaction_has_outputs |= !pending.is_empty();
+            self.in_flight.extend(pending);
+            self.processed.insert(input.partition, input.offset);
         }
-        self.processed.insert(input.partition, input.offset);
-        Ok(())
-    }
-
-    async fn produce(&mut self, output: Output, source: i32) -> Result<(), TransformError> {
-        let (topic, partitions, label) = self.outputs.of(output.target);
-        let partition = match &output.org_id {
-            Some(org) => kafka::partition_for(org, partitions),
-            None => source.rem_euclid(partitions.max(1)),
-        };
-        let mut record = FutureRecord::<[u8], [u8]>::to(topic).partition(partition);
-        if let Some(key) = &output.key {
-            record = record.key(key.as_slice());
-        }
-        if let Some(value) = &output.value {
-            record = record.payload(value.as_slice());
-        }
-        if !output.headers.is_empty() {
-            record = record.headers(headers(&output.headers));
-        }
-
-        let delivery = kafka::enqueue(&self.producer, record)
-            .await
-            .map_err(|source| TransformError::Delivery {
-                topic: label,
-                source,
-            })?;
-        self.transaction_has_outputs = true;
-        self.in_flight.push(Pending {
-            delivery,
-            target: output.target,
-            topic: label,
-            tombstone: output.is_tombstone(),
-        });
         self.metrics.set_in_flight(self.in_flight.len());
         Ok(())
     }
@@ -629,7 +637,7 @@ impl Pipeline {
         let first = std::mem::take(&mut self.restored);
         for partition in &assigned {
             if !first.contains(partition) {
-                self.processor.revoke(*partition);
+                self.processors.revoke(*partition);
             }
         }
         let unowned: Vec<i32> = first
@@ -637,10 +645,10 @@ impl Pipeline {
             .filter(|partition| !assigned.contains(partition))
             .collect();
         for partition in &unowned {
-            self.processor.revoke(*partition);
+            self.processors.revoke(*partition);
         }
         if !unowned.is_empty() {
-            let (licenses, users) = self.processor.remembered();
+            let (licenses, users) = self.processors.remembered();
             tracing::info!(
                 dropped_partitions = unowned.len(),
                 licenses,
@@ -654,7 +662,7 @@ impl Pipeline {
     fn forget_revoked(&mut self) {
         let revoked = self.consumer.context().take_revoked();
         for &partition in &revoked {
-            self.processor.revoke(partition);
+            self.processors.revoke(partition);
             self.processed.remove(&partition);
             self.committed.remove(&partition);
         }
@@ -697,7 +705,7 @@ impl Pipeline {
         let mut list = TopicPartitionList::new();
         let mut moved = Vec::new();
         for (&partition, &last) in &self.processed {
-            let offset = self.processor.committable_offset(partition, last);
+            let offset = self.processors.committable_offset(partition, last);
             if self.committed.get(&partition) != Some(&offset) {
                 let added =
                     list.add_partition_offset(&self.raw_topic, partition, Offset::Offset(offset));
@@ -865,9 +873,9 @@ impl Restore<'_> {
     /// stops them at once (the caller does not wait for them).
     async fn run(
         self,
-        mut processor: Processor,
+        mut processors: PartitionProcessors,
         shutdown: &Shutdown,
-    ) -> Result<Option<Processor>, TransformError> {
+    ) -> Result<Option<PartitionProcessors>, TransformError> {
         let started = Instant::now();
         let group = format!("{}-restore-unused", self.config.group_id);
         let consumer: BaseConsumer<ServiceContext> = self
@@ -891,8 +899,8 @@ impl Restore<'_> {
         };
         let stop = reader.stop.clone();
         let task = tokio::task::spawn_blocking(move || {
-            let counts = reader.read(&mut processor)?;
-            Ok::<_, TransformError>(counts.map(|counts| (processor, counts)))
+            let counts = reader.read(&mut processors)?;
+            Ok::<_, TransformError>(counts.map(|counts| (processors, counts)))
         });
         let read = tokio::select! {
             () = shutdown.cancelled() => {
@@ -911,10 +919,10 @@ impl Restore<'_> {
                 });
             }
         };
-        let Some((processor, counts)) = read else {
+        let Some((processors, counts)) = read else {
             return Ok(None);
         };
-        let (licenses, users) = processor.remembered();
+        let (licenses, users) = processors.remembered();
         tracing::info!(
             licenses,
             users,
@@ -923,7 +931,7 @@ impl Restore<'_> {
             elapsed_ms = started.elapsed().as_millis(),
             "seat state restored from the state topics"
         );
-        Ok(Some(processor))
+        Ok(Some(processors))
     }
 }
 
@@ -945,7 +953,10 @@ struct Reader {
 impl Reader {
     /// Reads every partition of both topics from its low to its high watermark of now,
     /// seeding `processor`; `None` if stopped.
-    fn read(&self, processor: &mut Processor) -> Result<Option<RestoreCounts>, TransformError> {
+    fn read(
+        &self,
+        processors: &mut PartitionProcessors,
+    ) -> Result<Option<RestoreCounts>, TransformError> {
         let Some(mut ends) = self.assign()? else {
             return Ok(None);
         };
@@ -976,7 +987,7 @@ impl Reader {
                 ends.remove(&at);
             }
             counts.messages += 1;
-            if let Err(reason) = self.apply(processor, &message) {
+            if let Err(reason) = self.apply(processors, &message) {
                 counts.skipped += 1;
                 tracing::warn!(
                     topic = message.topic(),
@@ -1047,7 +1058,7 @@ impl Reader {
     /// Seeds the processor with one state record, or says why it cannot.
     fn apply(
         &self,
-        processor: &mut Processor,
+        processors: &mut PartitionProcessors,
         message: &BorrowedMessage<'_>,
     ) -> Result<(), String> {
         let key = message
@@ -1060,25 +1071,25 @@ impl Reader {
             let (org, kind, id) =
                 processor::parse_license_key(key).ok_or("the key is not org/kind/license-id")?;
             match message.payload() {
-                None => processor.forget_license(org, kind, id),
+                None => processors.forget_license(partition_of(org), org, kind, id),
                 Some(bytes) => {
                     let state: LicenseState = self.decode(bytes)?;
                     if state.key() != key {
                         return Err(format!("the value is keyed {}", state.key()));
                     }
-                    processor.restore_license(partition_of(org), org, kind, id);
+                    processors.restore_license(partition_of(org), org, kind, id);
                 }
             }
         } else {
             let (org, id) = processor::parse_user_key(key).ok_or("the key is not org/user-id")?;
             match message.payload() {
-                None => processor.forget_user(org, id),
+                None => processors.forget_user(partition_of(org), org, id),
                 Some(bytes) => {
                     let state: UserState = self.decode(bytes)?;
                     if state.key() != key {
                         return Err(format!("the value is keyed {}", state.key()));
                     }
-                    processor.restore_user(partition_of(org), state);
+                    processors.restore_user(partition_of(org), state);
                 }
             }
         }
@@ -1098,6 +1109,43 @@ impl Reader {
         };
         decoded.map_err(|error| format!("the value does not decode: {error}"))
     }
+}
+
+/// Hands one output to the producer, on the thread that made it; `source` is the raw
+/// partition of its event, which places a dead letter whose org is unknown.
+fn produce(
+    producer: &FutureProducer<ServiceContext>,
+    outputs: &OutputTopics,
+    output: Output,
+    source: i32,
+) -> Result<Pending, TransformError> {
+    let (topic, partitions, label) = outputs.of(output.target);
+    let partition = match &output.org_id {
+        Some(org) => kafka::partition_for(org, partitions),
+        None => source.rem_euclid(partitions.max(1)),
+    };
+    let mut record = FutureRecord::<[u8], [u8]>::to(topic).partition(partition);
+    if let Some(key) = &output.key {
+        record = record.key(key.as_slice());
+    }
+    if let Some(value) = &output.value {
+        record = record.payload(value.as_slice());
+    }
+    if !output.headers.is_empty() {
+        record = record.headers(headers(&output.headers));
+    }
+
+    let delivery =
+        kafka::enqueue_blocking(producer, record).map_err(|source| TransformError::Delivery {
+            topic: label,
+            source,
+        })?;
+    Ok(Pending {
+        delivery,
+        target: output.target,
+        topic: label,
+        tombstone: output.is_tombstone(),
+    })
 }
 
 fn headers(pairs: &[(&'static str, String)]) -> OwnedHeaders {
