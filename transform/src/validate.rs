@@ -519,5 +519,15 @@ mod tests {
         ))
         .unwrap_err();
         assert!(slashed.message.contains("org_id"), "{}", slashed.message);
+
+        // A Latin-1 byte in an otherwise good envelope: not UTF-8, so not JSON.
+        let mut latin1 = br#"{"org_id":"o","sync_id":"s","object":"User",
+                 "fetched_at":"2024-05-01T12:00:00Z","api_version":"62.0",
+                 "record":{"Id":"005","Username":"J"#
+            .to_vec();
+        latin1.extend(b"\xe9r\xf4me\"}}");
+        let not_utf8 = parse_envelope(Some(&latin1)).unwrap_err();
+        assert_eq!(not_utf8.class, ErrorClass::InvalidJson);
+        assert!(not_utf8.message.contains("unicode"), "{}", not_utf8.message);
     }
 }
