@@ -70,12 +70,11 @@ use seatwatch_schemas::{
     SnapshotMode, UserState,
 };
 use serde::de::DeserializeOwned;
-use serde_json::value::RawValue;
 
 use crate::dlq::{self, ErrorClass, Rejection, Source};
 use crate::metrics::{Metrics, SnapshotOutcome};
 use crate::normalize::{self, Observed};
-use crate::validate::{self, Envelope};
+use crate::validate::{self, Envelope, FromTyped, TypedRecord};
 
 /// One event read from the raw topic.
 #[derive(Clone, Copy, Debug)]
@@ -307,9 +306,15 @@ impl Assignment {
 struct RecordEvent<'a> {
     input: &'a Input<'a>,
     envelope: &'a Envelope<'a>,
-    /// The record's JSON as Salesforce returned it.
-    raw: &'a str,
     metrics: &'a Metrics,
+}
+
+/// A record as the envelope's reading left it.
+enum Body<'a> {
+    /// Typed already, the envelope having been read in one pass.
+    Typed(TypedRecord),
+    /// The record's JSON as Salesforce returned it, still to be parsed.
+    Raw(&'a str),
 }
 
 /// One object's snapshot of one sync, from its first record to its end marker.
@@ -434,10 +439,11 @@ impl Processor {
     /// be processed comes back as a dead letter.
     pub fn process(&mut self, input: Input<'_>) -> Vec<Output> {
         self.live = true;
-        let envelope = match validate::parse_envelope(input.value) {
+        let mut envelope = match validate::parse_envelope(input.value) {
             Ok(envelope) => envelope,
             Err(rejection) => return vec![self.dead_letter(&input, None, None, rejection)],
         };
+        let typed = envelope.typed.take();
 
         // The org id is copied only the first time the org is seen.
         if !self.orgs.contains_key(&*envelope.org_id) {
@@ -449,7 +455,9 @@ impl Processor {
         };
         org.partition = input.partition;
         let processed = match envelope.kind {
-            EnvelopeKind::Record => org.on_record(&input, &envelope, &self.metrics, &self.encoder),
+            EnvelopeKind::Record => {
+                org.on_record(&input, &envelope, typed, &self.metrics, &self.encoder)
+            }
             EnvelopeKind::SnapshotEnd => {
                 org.on_snapshot_end(&input, &envelope, &self.metrics, &self.encoder)
             }
@@ -544,19 +552,23 @@ impl OrgState {
         &mut self,
         input: &Input<'_>,
         envelope: &Envelope<'_>,
+        typed: Option<TypedRecord>,
         metrics: &Metrics,
         encoder: &StateEncoder,
     ) -> Result<Vec<Output>, Rejection> {
-        let Some(raw) = envelope.record.map(RawValue::get) else {
-            return Err(invalid_envelope(
-                "field record is missing, and kind is record",
-            ));
+        let body = match (typed, envelope.record) {
+            (Some(record), _) => Body::Typed(record),
+            (None, Some(raw)) => Body::Raw(raw.get()),
+            (None, None) => {
+                return Err(invalid_envelope(
+                    "field record is missing, and kind is record",
+                ))
+            }
         };
 
         let event = RecordEvent {
             input,
             envelope,
-            raw,
             metrics,
         };
         let observed = Observed {
@@ -566,35 +578,35 @@ impl OrgState {
         };
         match envelope.object {
             SfObject::UserLicense => {
-                let record = self.parse(&event, |r: &UserLicenseRecord| &r.id)?;
+                let record = self.parse(&event, body, |r: &UserLicenseRecord| &r.id)?;
                 encoder.license_output(normalize::user_license(observed, &record))
             }
             SfObject::PermissionSetLicense => {
-                let record = self.parse(&event, |r: &PermissionSetLicenseRecord| &r.id)?;
+                let record = self.parse(&event, body, |r: &PermissionSetLicenseRecord| &r.id)?;
                 encoder.license_output(normalize::permission_set_license(observed, &record))
             }
             SfObject::PackageLicense => {
-                let record = self.parse(&event, |r: &PackageLicenseRecord| &r.id)?;
+                let record = self.parse(&event, body, |r: &PackageLicenseRecord| &r.id)?;
                 encoder.license_output(normalize::package_license(observed, &record)?)
             }
             SfObject::PermissionSetLicenseAssign => {
-                let r = self.parse(&event, |r: &PermissionSetLicenseAssignRecord| &r.id)?;
+                let r = self.parse(&event, body, |r: &PermissionSetLicenseAssignRecord| &r.id)?;
                 let row = Assignment::new(r.assignee_id, r.permission_set_license_id, r.is_revoked);
                 self.buffer(envelope.object, r.id, row);
                 Ok(Vec::new())
             }
             SfObject::UserPackageLicense => {
-                let r = self.parse(&event, |r: &UserPackageLicenseRecord| &r.id)?;
+                let r = self.parse(&event, body, |r: &UserPackageLicenseRecord| &r.id)?;
                 let row = Assignment::new(r.user_id, r.package_license_id, r.is_revoked);
                 self.buffer(envelope.object, r.id, row);
                 Ok(Vec::new())
             }
             SfObject::User => {
-                let record = self.parse(&event, |r: &UserRecord| &r.id)?;
+                let record = self.parse(&event, body, |r: &UserRecord| &r.id)?;
                 self.on_user(observed, &record, encoder)
             }
             SfObject::LoginHistory => {
-                let record = self.parse(&event, |r: &LoginHistoryRecord| &r.id)?;
+                let record = self.parse(&event, body, |r: &LoginHistoryRecord| &r.id)?;
                 self.on_login(&record, encoder)
             }
         }
@@ -630,16 +642,27 @@ impl OrgState {
     /// record still protects its id from a tombstone and the snapshot's completeness can be
     /// checked at its end. The id comes from the typed record; only when that does not parse
     /// is the JSON read a second time for the id alone.
-    fn parse<T: DeserializeOwned>(
+    fn parse<T: DeserializeOwned + FromTyped>(
         &mut self,
         event: &RecordEvent<'_>,
+        body: Body<'_>,
         id: impl Fn(&T) -> &str,
     ) -> Result<T, Rejection> {
-        let parsed = validate::parse_record::<T>(event.envelope.object, event.raw);
+        let object = event.envelope.object;
+        let (parsed, raw) = match body {
+            Body::Typed(record) => {
+                let record = T::from_typed(record).ok_or_else(|| {
+                    let message = format!("the record was read as another object than {object}");
+                    Rejection::new(ErrorClass::InvalidRecord, message)
+                });
+                (record, None)
+            }
+            Body::Raw(raw) => (validate::parse_record::<T>(object, raw), Some(raw)),
+        };
         let readable_id = match &parsed {
             Ok(record) => Some(Cow::Borrowed(id(record))),
-            Err(_) => serde_json::from_str::<RecordId<'_>>(event.raw)
-                .ok()
+            Err(_) => raw
+                .and_then(|raw| serde_json::from_str::<RecordId<'_>>(raw).ok())
                 .map(|r| r.id),
         };
         let snapshot = self.open_snapshot(event.input, event.envelope, event.metrics);

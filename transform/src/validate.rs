@@ -21,6 +21,10 @@ use serde_json::{Map, Value};
 
 use crate::dlq::{ErrorClass, Rejection};
 
+mod one_pass;
+
+pub use one_pass::{FromTyped, TypedRecord};
+
 /// What a field must hold.
 #[derive(Clone, Copy, Debug)]
 enum Expect {
@@ -176,8 +180,13 @@ pub struct Envelope<'a> {
     pub api_version: Cow<'a, str>,
     #[serde(default)]
     pub kind: EnvelopeKind,
+    /// The record as raw JSON, when it was read in two passes.
     #[serde(default, borrow)]
     pub record: Option<&'a RawValue>,
+    /// The record already typed, when the envelope was read in one pass (see
+    /// [`one_pass`]); then `record` is `None`.
+    #[serde(skip)]
+    pub typed: Option<TypedRecord>,
     #[serde(default)]
     pub snapshot: Option<SnapshotEnd>,
 }
@@ -202,10 +211,14 @@ pub fn parse_envelope(value: Option<&[u8]>) -> Result<Envelope<'_>, Rejection> {
         ));
     };
     // The whole value is checked as UTF-8 at once, which is cheaper than string by string
-    // as `from_slice` would, and leaves the record's text ready to parse. Bytes that are
-    // not UTF-8 cannot be JSON, and the failure path below says where.
+    // as `from_slice` would. A good event is then read in one pass, record included; any
+    // other is read in two, the record kept raw for its own parser to judge. Bytes that
+    // are not UTF-8 cannot be JSON, and the failure path below says where.
     let parsed = match std::str::from_utf8(bytes) {
-        Ok(text) => serde_json::from_str::<Envelope<'_>>(text),
+        Ok(text) => match one_pass::parse(text) {
+            Some(envelope) => Ok(envelope),
+            None => serde_json::from_str::<Envelope<'_>>(text),
+        },
         Err(_) => serde_json::from_slice::<Envelope<'_>>(bytes),
     };
     let error = match parsed {
