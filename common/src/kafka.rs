@@ -326,6 +326,20 @@ fn unreachable(config: &KafkaConfig) -> impl Fn(TopicError) -> TopicError + '_ {
     }
 }
 
+/// Drops a Kafka client on a thread of its own. Destroying a librdkafka client waits for
+/// its internal threads, which takes up to a tenth of a second; a client used once while
+/// a service starts (to read metadata, to restore state) is dropped this way so that the
+/// start does not wait for it.
+pub fn close_in_background<T: Send + 'static>(client: T) {
+    let closing = std::thread::Builder::new()
+        .name("kafka-close".into())
+        .spawn(move || drop(client));
+    if let Err(error) = closing {
+        // The client went with the closure, and was dropped here after all.
+        tracing::debug!(%error, "no thread to close a Kafka client on; closed inline");
+    }
+}
+
 /// Looks up the partition count of each topic; a missing topic is an error.
 pub async fn topic_partitions(
     client_config: ClientConfig,
@@ -333,14 +347,16 @@ pub async fn topic_partitions(
 ) -> Result<BTreeMap<String, i32>, TopicError> {
     tokio::task::spawn_blocking(move || {
         let consumer: rdkafka::consumer::BaseConsumer = client_config.create()?;
+        // One request for every topic: each further request could wait for a connection
+        // to the broker the first answer named, which takes librdkafka some 50 ms.
+        let metadata = consumer.fetch_metadata(None, Timeout::After(Duration::from_secs(30)))?;
+        close_in_background(consumer);
         let mut counts = BTreeMap::new();
         for topic in topics {
-            let metadata =
-                consumer.fetch_metadata(Some(&topic), Timeout::After(Duration::from_secs(30)))?;
             let partitions = metadata
                 .topics()
-                .first()
-                .filter(|t| t.error().is_none())
+                .iter()
+                .find(|t| t.name() == topic && t.error().is_none())
                 .map(|t| t.partitions().len() as i32)
                 .unwrap_or(0);
             if partitions == 0 {

@@ -899,8 +899,9 @@ impl Restore<'_> {
         };
         let stop = reader.stop.clone();
         let task = tokio::task::spawn_blocking(move || {
-            let counts = reader.read(&mut processors)?;
-            Ok::<_, TransformError>(counts.map(|counts| (processors, counts)))
+            let counts = reader.read(&mut processors);
+            kafka::close_in_background(reader);
+            Ok::<_, TransformError>(counts?.map(|counts| (processors, counts)))
         });
         let read = tokio::select! {
             () = shutdown.cancelled() => {
