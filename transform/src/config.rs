@@ -180,6 +180,7 @@ mod tests {
         assert_eq!(config.group_id, "from-file");
         assert_eq!(config.flush_interval_ms, 250);
         assert_eq!(config.max_in_flight, 50_000);
+        assert_eq!(config.processing_threads, 0, "one per core unless set");
         assert_eq!(config.listen_addr, "127.0.0.1:9102".parse().unwrap());
     }
 

@@ -1,14 +1,15 @@
-//! The Kafka side of transform: read the raw topic, run the processor, produce its outputs,
-//! commit.
+//! The Kafka side of transform: read the raw topic, run the processors, produce their
+//! outputs, commit.
 //!
 //! Offsets: an input offset is committed only after every output of it and of everything
 //! before it in its partition has been acknowledged by the broker, and never past the first
-//! event of a snapshot that is still open (see [`Processor::committable_offset`]), so a
-//! restart replays every snapshot it has not seen to the end. Outputs are awaited and
-//! offsets committed together at each flush: every `flush_interval_ms`, when
-//! `max_in_flight` outputs are pending, and on shutdown. A failed delivery stops the
-//! pipeline without committing; the restart replays from the last commit (at least once:
-//! outputs may repeat, and the compacted state topics absorb that).
+//! event of a snapshot that is still open (see
+//! [`crate::processor::Processor::committable_offset`]), so a restart replays every
+//! snapshot it has not seen to the end. Outputs are awaited and offsets committed together
+//! at each flush: every `flush_interval_ms`, when `max_in_flight` outputs are pending, and
+//! on shutdown. A failed delivery stops the pipeline without committing; the restart
+//! replays from the last commit (at least once: outputs may repeat, and the compacted state
+//! topics absorb that).
 //!
 //! Built with the `failpoints` feature (the test command's build), `FAILPOINTS` can make
 //! transform abort at `transform-before-commit`: outputs acknowledged, offsets not yet
@@ -22,6 +23,12 @@
 //! replays from the last committed one. The broker must support transactions; tansu 0.6
 //! does not (it lacks `EndTxn`), librdkafka's mock cluster and Kafka do.
 //!
+//! Processing: events are read in bursts of those the consumer already holds, and each
+//! burst's partitions are processed side by side, one [`crate::processor::Processor`] per
+//! raw partition on `processing_threads` threads, which also hand the outputs to the
+//! producer (see [`crate::partitions`]). Reading, offsets, flushes and commits stay on
+//! this task.
+//!
 //! Rebalances: librdkafka runs rebalance callbacks inside `recv`, on this task. A revoked
 //! partition's state is dropped and its offsets are no longer committed here; what was
 //! processed since the last flush is replayed by its next owner. The cooperative-sticky
@@ -30,7 +37,7 @@
 //!
 //! Restoring: before it subscribes to the raw topic, transform reads `seats.license-state`
 //! and `seats.user-state` (every partition, from the low to the high watermark of that
-//! moment, outside any consumer group) and seeds the processor with every licence and user
+//! moment, outside any consumer group) and seeds the processors with every licence and user
 //! they hold, so the first full snapshot after a restart tombstones what it lacks (see the
 //! processor's module). A value that does not decode, or a key that is not a state key, is
 //! logged and skipped; readiness says "restoring state" meanwhile, and shutdown stops the
