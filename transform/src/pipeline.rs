@@ -487,7 +487,7 @@ impl OutputTopics {
 
 /// The most events handled in one burst, without waiting, of those the consumer holds:
 /// enough that a burst usually spans several partitions, which are processed side by side.
-const BURST: usize = 4096;
+const BURST: usize = 16384;
 
 /// An output handed to the producer, awaiting the broker's acknowledgement.
 struct Pending {
