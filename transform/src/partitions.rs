@@ -10,8 +10,10 @@
 //!
 //! Known shortcut: if the raw topic gains partitions, an org's events may move to another
 //! partition. Its state then starts over there, as when a rebalance moves a partition to
-//! another instance, and a snapshot it left open on the old partition holds back that
-//! partition's committed offset until transform restarts or the partition is revoked.
+//! another instance, and a snapshot it left open on the old partition is never ended
+//! there: it holds back that partition's committed offset (a restart replays from it),
+//! like the open snapshot of an org dropped from ingest mid-sync (see the processor's
+//! module).
 
 use std::collections::BTreeMap;
 
