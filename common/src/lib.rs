@@ -8,6 +8,7 @@
 pub mod config;
 pub mod http;
 pub mod kafka;
+pub mod retry;
 pub mod secret;
 pub mod shutdown;
 pub mod telemetry;

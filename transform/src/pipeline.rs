@@ -84,6 +84,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use seatwatch_common::http::{self, Health};
 use seatwatch_common::kafka::{self, ServiceContext, Topics};
+use seatwatch_common::retry;
 use seatwatch_common::secret::SecretError;
 use seatwatch_common::shutdown::DRAIN_DEADLINE;
 use seatwatch_common::Shutdown;
@@ -295,30 +296,21 @@ async fn state_encoder(
 ) -> Result<Option<StateEncoder>, TransformError> {
     let url = config.kafka.schema_registry_url.as_deref();
     let encoder = Encoder::from_url(url).map_err(EncodingError::from)?;
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let registered = async {
+    let registered = retry::until_done(
+        "schema registry",
+        shutdown,
+        MAX_REGISTRY_BACKOFF,
+        EncodingError::is_retriable,
+        || async {
             encoder
                 .register::<LicenseState>(&topics.license_state)
                 .await?;
             encoder.register::<UserState>(&topics.user_state).await
-        };
-        let result = tokio::select! {
-            () = shutdown.cancelled() => return Ok(None),
-            result = registered => result,
-        };
-        match result {
-            Ok(_) => break,
-            Err(error) if error.is_retriable() => {
-                tracing::warn!(%error, retry_in_ms = backoff.as_millis(), "schema registry");
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(None),
-                    () = time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(MAX_REGISTRY_BACKOFF);
-            }
-            Err(error) => return Err(error.into()),
-        }
+        },
+    )
+    .await?;
+    if registered.is_none() {
+        return Ok(None);
     }
     if let Some(url) = url {
         tracing::info!(registry = url, "seat state in the Confluent wire format");
