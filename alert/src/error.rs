@@ -28,6 +28,13 @@ pub enum AlertError {
          out when every producer writes single-object encoding"
     )]
     Registry(#[from] seatwatch_schemas::RegistryError),
+    /// The schema registry refused a schema alert writes.
+    #[error(
+        "cannot register the alert or recommendation schema: {0}; check the subject's \
+         compatibility setting in the schema registry, or leave kafka.schema_registry_url out \
+         to write single-object encoding"
+    )]
+    Schemas(seatwatch_schemas::EncodingError),
 
     // The Kafka cluster or its operator must act; a restart retries.
     /// The topics could not be created or are missing.

@@ -31,11 +31,10 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::Offset;
 use seatwatch_common::kafka::{delivered, enqueue, partition_for, ServiceContext, Topics};
-use seatwatch_common::Shutdown;
-use seatwatch_schemas::avro::AvroRecord;
+use seatwatch_common::{retry, Shutdown};
 use seatwatch_schemas::encoding::Header;
 use seatwatch_schemas::{
-    Alert, AvroError, Encoder, EncodingError, LicenseState, Recommendation, SyncStatus, UserState,
+    Alert, Encoder, EncodingError, LicenseState, Recommendation, SyncStatus, UserState,
 };
 use tokio::time::MissedTickBehavior;
 
@@ -65,9 +64,10 @@ pub(crate) struct Evaluator {
     /// Asks the brokers for high watermarks; never subscribes.
     watermarks: Arc<BaseConsumer<ServiceContext>>,
     producer: FutureProducer<ServiceContext>,
-    /// Decodes seat state in either framing; with a registry configured, it fetches the
-    /// writer schema of each Confluent schema id the first time it is seen.
-    decoder: Encoder,
+    /// Decodes what it reads in either framing (with a registry configured, fetching the
+    /// writer schema of each Confluent schema id the first time it is seen), and frames
+    /// alerts and recommendations as configured.
+    encoder: Encoder,
     topics: Topics,
     partitions: i32,
     rules: RulesConfig,
@@ -123,13 +123,13 @@ impl Evaluator {
             .producer_config("seatwatch-alert")?
             .create_with_context(ServiceContext { service: "alert" })?;
 
-        let decoder = Encoder::from_url(config.kafka.schema_registry_url.as_deref())?;
+        let encoder = Encoder::from_url(config.kafka.schema_registry_url.as_deref())?;
 
         Ok(Self {
             consumer: Arc::new(consumer),
             watermarks: Arc::new(watermarks),
             producer,
-            decoder,
+            encoder,
             topics,
             partitions,
             rules: config.rules.clone(),
@@ -150,9 +150,32 @@ impl Evaluator {
         })
     }
 
+    /// With a registry configured, registers the schemas of what this task writes (subject
+    /// `<topic>-value`), waiting for a registry that cannot be reached; false on shutdown.
+    pub(crate) async fn register_schemas(&self, shutdown: &Shutdown) -> Result<bool, AlertError> {
+        let registered = retry::until_done(
+            "schema registry",
+            shutdown,
+            MAX_REGISTRY_BACKOFF,
+            EncodingError::is_retriable,
+            || async {
+                self.encoder.register::<Alert>(&self.topics.alerts).await?;
+                let topic = &self.topics.recommendations;
+                self.encoder.register::<Recommendation>(topic).await
+            },
+        )
+        .await
+        .map_err(AlertError::Schemas)?;
+        Ok(registered.is_some())
+    }
+
     /// Consumes and evaluates until `shutdown`; a tick under way finishes first, so every
     /// transition it sent is acknowledged (or known to have failed) before returning.
     pub async fn run(mut self, shutdown: Shutdown) -> Result<(), AlertError> {
+        if !self.register_schemas(&shutdown).await? {
+            return Ok(());
+        }
+
         let consumer = self.consumer.clone();
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -176,7 +199,7 @@ impl Evaluator {
         self.follow_assignment();
         match received {
             Ok(message) => {
-                self.load_writer_schema(message.payload(), shutdown).await;
+                load_writer_schema(&self.encoder, message.payload(), shutdown).await;
                 self.apply(&message);
             }
             // librdkafka retries by itself; the consumer keeps going.
@@ -193,30 +216,6 @@ impl Evaluator {
             self.book.clear();
             self.recommendations.clear();
             self.set_caught_up(false);
-        }
-    }
-
-    /// Makes sure the writer schema of a Confluent-framed value is cached, so `apply` can
-    /// decode it without I/O. A registry that cannot be reached is asked again with backoff
-    /// (skipping the record would lose seat state) until it answers or shutdown; an id it
-    /// does not know is left for `apply` to report.
-    async fn load_writer_schema(&self, payload: Option<&[u8]>, shutdown: &Shutdown) {
-        let Some(Ok((Header::Confluent { schema_id }, _))) = payload.map(Header::parse) else {
-            return;
-        };
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            match self.decoder.load_schema(schema_id).await {
-                Err(error) if error.is_retriable() => {
-                    tracing::warn!(%error, retry_in_ms = backoff.as_millis(), "schema registry");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_REGISTRY_BACKOFF);
-                }
-                _ => return,
-            }
         }
     }
 
@@ -249,7 +248,7 @@ impl Evaluator {
         match payload {
             None => self.state.remove_license(key),
             Some(bytes) => {
-                let license: LicenseState = self.decoder.decode_cached(bytes)?;
+                let license: LicenseState = self.encoder.decode_cached(bytes)?;
                 self.state.put_license(key, license);
             }
         }
@@ -260,7 +259,7 @@ impl Evaluator {
         match payload {
             None => self.state.remove_user(key),
             Some(bytes) => {
-                let user: UserState = self.decoder.decode_cached(bytes)?;
+                let user: UserState = self.encoder.decode_cached(bytes)?;
                 self.state.put_user(key, user);
             }
         }
@@ -271,7 +270,7 @@ impl Evaluator {
         match payload {
             None => self.state.remove_sync(key),
             Some(bytes) => {
-                let status: SyncStatus = self.decoder.decode_cached(bytes)?;
+                let status: SyncStatus = self.encoder.decode_cached(bytes)?;
                 self.state.put_sync(key, status);
             }
         }
@@ -280,7 +279,7 @@ impl Evaluator {
 
     fn apply_alert(&mut self, payload: Option<&[u8]>, offset: i64) -> Result<(), EncodingError> {
         if let Some(bytes) = payload {
-            let alert: Alert = self.decoder.decode_cached(bytes)?;
+            let alert: Alert = self.encoder.decode_cached(bytes)?;
             self.book.record(alert, offset);
         }
         Ok(())
@@ -292,7 +291,7 @@ impl Evaluator {
         payload: Option<&[u8]>,
     ) -> Result<(), EncodingError> {
         let value = payload
-            .map(|bytes| self.decoder.decode_cached::<Recommendation>(bytes))
+            .map(|bytes| self.encoder.decode_cached::<Recommendation>(bytes))
             .transpose()?;
         self.recommendations.apply(key, value);
         Ok(())
@@ -458,7 +457,7 @@ impl Evaluator {
     }
 
     async fn send(&self, alert: &Alert) -> Result<DeliveryFuture, PublishError> {
-        let payload = alert.to_avro()?;
+        let payload = self.encoder.encode(&self.topics.alerts, alert)?;
         let record = FutureRecord::to(&self.topics.alerts)
             .key(&alert.fingerprint)
             .payload(&payload)
@@ -504,7 +503,10 @@ impl Evaluator {
 
     async fn send_recommendation(&self, change: &Change) -> Result<DeliveryFuture, PublishError> {
         let (key, org_id, payload) = match change {
-            Change::Put(rec) => (rec.key(), rec.org_id.as_str(), Some(rec.to_avro()?)),
+            Change::Put(rec) => {
+                let payload = self.encoder.encode(&self.topics.recommendations, &**rec)?;
+                (rec.key(), rec.org_id.as_str(), Some(payload))
+            }
             Change::Withdraw { key, org_id } => (key.clone(), org_id.as_str(), None),
         };
         let mut record = FutureRecord::to(&self.topics.recommendations)
@@ -551,10 +553,32 @@ impl Evaluator {
 }
 
 /// Why a transition could not be handed to the producer.
+/// Makes sure the writer schema of a Confluent-framed value is cached, so that
+/// `decode_cached` can read it without I/O. A registry that cannot be reached is asked
+/// again with backoff (skipping the record would lose it) until it answers or shutdown; an
+/// id it does not know is left for the decoding to report.
+pub(crate) async fn load_writer_schema(
+    encoder: &Encoder,
+    payload: Option<&[u8]>,
+    shutdown: &Shutdown,
+) {
+    let Some(Ok((Header::Confluent { schema_id }, _))) = payload.map(Header::parse) else {
+        return;
+    };
+    let _loaded_or_left = retry::until_done(
+        "schema registry",
+        shutdown,
+        MAX_REGISTRY_BACKOFF,
+        EncodingError::is_retriable,
+        || encoder.load_schema(schema_id),
+    )
+    .await;
+}
+
 #[derive(Debug, thiserror::Error)]
 enum PublishError {
-    #[error("encoding the alert failed: {0}")]
-    Encode(#[from] AvroError),
+    #[error("encoding failed: {0}")]
+    Encode(#[from] EncodingError),
     #[error("{0}")]
     Kafka(#[from] KafkaError),
 }
@@ -574,6 +598,9 @@ mod tests {
     use rdkafka::mocking::MockCluster;
     use seatwatch_common::http::Health;
     use seatwatch_common::kafka::KafkaConfig;
+
+    use seatwatch_schemas::avro::AvroRecord;
+    use seatwatch_schemas::encoding::{CONFLUENT_HEADER_LEN, CONFLUENT_MAGIC};
 
     use super::*;
     use crate::registry_double;
@@ -597,7 +624,8 @@ mod tests {
     }
 
     /// Also: seat state in either framing is read, the Confluent one with its writer schema
-    /// fetched from the registry (transform writes it when a registry is configured).
+    /// fetched from the registry (transform writes it when a registry is configured), and
+    /// alerts are written in the Confluent framing under the id registered at start.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn evaluates_only_once_every_assigned_partition_is_read() {
         let registry = registry_double::RegistryDouble::start().await;
@@ -666,9 +694,10 @@ mod tests {
         )
         .unwrap();
         let consumer = evaluator.consumer.clone();
+        let shutdown = Shutdown::new();
+        assert!(evaluator.register_schemas(&shutdown).await.unwrap());
 
         // The first record arrives after the group join; three are still unread.
-        let shutdown = Shutdown::new();
         evaluator
             .on_received(next(&consumer).await, &shutdown)
             .await;
@@ -694,5 +723,38 @@ mod tests {
         let firing: Vec<&str> = evaluator.book.firing().map(|a| a.rule.as_str()).collect();
         assert_eq!(firing, [rules::UTILIZATION]);
         assert_eq!(metrics.caught_up.get(), 1);
+
+        // What the evaluator writes is registered under the topic-name strategy and framed
+        // with the registered id.
+        let posted = |topic: &str| format!("POST /subjects/{topic}-value/versions");
+        let requests = registry.requests();
+        for topic in [&topics.alerts, &topics.recommendations] {
+            assert!(requests.contains(&posted(topic)), "{topic}: {requests:?}");
+        }
+        let alert_id = evaluator.encoder.schema_id(&topics.alerts).unwrap();
+        let reader: StreamConsumer = config
+            .kafka
+            .consumer_config("t", "reader")
+            .unwrap()
+            .create()
+            .unwrap();
+        let mut partitions = rdkafka::TopicPartitionList::new();
+        partitions
+            .add_partition_offset(&topics.alerts, partition_for(ORG, 3), Offset::Beginning)
+            .unwrap();
+        reader.assign(&partitions).unwrap();
+        let message = tokio::time::timeout(Duration::from_secs(30), reader.recv())
+            .await
+            .expect("the alert within 30 s")
+            .unwrap();
+        let value = message.payload().unwrap();
+        assert_eq!(value[0], CONFLUENT_MAGIC);
+        assert_eq!(value[1..CONFLUENT_HEADER_LEN], alert_id.0.to_be_bytes());
+        let alert: Alert = Encoder::from_url(Some(&registry.url))
+            .unwrap()
+            .decode(value)
+            .await
+            .unwrap();
+        assert_eq!(alert.rule, rules::UTILIZATION);
     }
 }

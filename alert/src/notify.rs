@@ -27,12 +27,12 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use seatwatch_common::kafka::Topics;
 use seatwatch_common::Shutdown;
-use seatwatch_schemas::avro::AvroRecord;
-use seatwatch_schemas::Alert;
+use seatwatch_schemas::{Alert, Encoder};
 use tokio::sync::mpsc;
 
 use crate::config::AlertConfig;
 use crate::controls::{now_ms, Controls};
+use crate::evaluator::load_writer_schema;
 use crate::group::{GroupContext, StartAt};
 use crate::metrics::{Metrics, DELIVERED, REFUSED};
 use crate::service::Readiness;
@@ -243,6 +243,8 @@ type NotifyConsumer = StreamConsumer<GroupContext>;
 /// The notifier task's state.
 pub(crate) struct Notifier {
     consumer: Arc<NotifyConsumer>,
+    /// Decodes alerts in either framing, fetching a Confluent writer schema once.
+    decoder: Encoder,
     sinks: Vec<Arc<dyn Sink>>,
     policy: RetryPolicy,
     metrics: Metrics,
@@ -275,6 +277,7 @@ impl Notifier {
         consumer.subscribe(&[&topics.alerts])?;
         Ok(Self {
             consumer: Arc::new(consumer),
+            decoder: Encoder::from_url(config.kafka.schema_registry_url.as_deref())?,
             sinks,
             policy: RetryPolicy::default(),
             metrics,
@@ -316,7 +319,9 @@ impl Notifier {
             self.done.clear();
         }
 
-        let finished = match message.payload().map(Alert::from_avro) {
+        let payload = message.payload();
+        load_writer_schema(&self.decoder, payload, shutdown).await;
+        let finished = match payload.map(|bytes| self.decoder.decode_cached::<Alert>(bytes)) {
             Some(Ok(alert)) => {
                 let sinks = self.sinks_for(&alert);
                 deliver_to_all(&sinks, &alert, &self.policy, &self.metrics, shutdown).await
@@ -560,6 +565,53 @@ pub(crate) mod tests {
         drop(receiver);
         let err = sink.deliver(&sample_alert()).await.unwrap_err();
         assert!(matches!(err, SinkError::Refused(_)));
+    }
+
+    /// An alert in the Confluent framing is decoded with its writer schema, fetched from
+    /// the registry once; one in single-object encoding needs no registry.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn alerts_in_either_framing_are_delivered() {
+        let registry = crate::registry_double::RegistryDouble::start().await;
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        let mut config = AlertConfig::default();
+        config.kafka.bootstrap_servers = cluster.bootstrap_servers();
+        config.kafka.schema_registry_url = Some(registry.url.clone());
+        let topics = Topics::new(&config.kafka.topic_prefix);
+        let (sender, mut receiver) = mpsc::channel(4);
+        let sinks: Vec<Arc<dyn Sink>> = vec![Arc::new(ChannelSink::new(sender))];
+        let readiness = Readiness::new(seatwatch_common::http::Health::new());
+        let mut notifier =
+            Notifier::new(&config, sinks, metrics(), readiness, Controls::new()).unwrap();
+
+        let writer = Encoder::from_url(Some(&registry.url)).unwrap();
+        let id = writer
+            .register::<Alert>(&topics.alerts)
+            .await
+            .unwrap()
+            .unwrap();
+        let confluent = writer.encode(&topics.alerts, &sample_alert()).unwrap();
+        let single_object = Encoder::single_object()
+            .encode(&topics.alerts, &sample_alert())
+            .unwrap();
+        for (offset, payload) in [confluent, single_object].into_iter().enumerate() {
+            let message = OwnedMessage::new(
+                Some(payload),
+                Some(b"key".to_vec()),
+                topics.alerts.clone(),
+                rdkafka::Timestamp::NotAvailable,
+                0,
+                offset as i64,
+                None,
+            );
+            assert!(notifier.handle(message, &Shutdown::new()).await);
+            let delivered = receiver.try_recv().expect("the alert reached the sink");
+            assert_eq!(delivered, sample_alert());
+        }
+        assert_eq!(
+            registry.fetches_of(id.0),
+            1,
+            "the writer schema is fetched once"
+        );
     }
 
     #[test]

@@ -26,8 +26,9 @@ use prometheus::Registry;
 use rdkafka::producer::{FutureProducer, Producer};
 use seatwatch_common::http::{self, Health};
 use seatwatch_common::kafka::{ensure_topics, watch_broker, ServiceContext, Topics};
+use seatwatch_common::retry;
 use seatwatch_common::{shutdown::DRAIN_DEADLINE, Shutdown};
-use seatwatch_schemas::SyncStatus;
+use seatwatch_schemas::{Encoder, EncodingError, SyncStatus};
 
 pub use config::{AuthFlow, IngestConfig, IngestOverrides, OrgConfig};
 use cursor::ObjectCursor;
@@ -53,7 +54,17 @@ pub enum IngestError {
     Io(#[from] std::io::Error),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(
+        "cannot use the schema registry: {0}; check kafka.schema_registry_url, or leave it \
+         out to write single-object encoding"
+    )]
+    Registry(#[from] EncodingError),
+    #[error("stopped while starting")]
+    Stopped,
 }
+
+/// The longest pause between two attempts to reach the schema registry at start.
+const MAX_REGISTRY_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Runs ingest until `shutdown`, with its own ops server on `config.listen_addr`.
 pub async fn run(config: IngestConfig, shutdown: Shutdown) -> Result<(), IngestError> {
@@ -82,7 +93,7 @@ pub async fn run_with(
     let clients = build_clients(&config)?;
     // Reaching the broker can take its timeouts; a shutdown meanwhile ends the start.
     let started = async {
-        let emitter = connect(&config, &health).await?;
+        let emitter = connect(&config, &health, &shutdown).await?;
         let cursors = load_cursors(&config, &emitter, &health).await?;
         Ok::<_, IngestError>((Arc::new(emitter), cursors))
     };
@@ -148,7 +159,7 @@ pub async fn sync_once_showing(
     let health = Health::new();
     let clients = build_clients(&config)?;
     let started = async {
-        let emitter = connect(&config, &health).await?;
+        let emitter = connect(&config, &health, &shutdown).await?;
         let cursors = load_cursors(&config, &emitter, &health).await?;
         Ok::<_, IngestError>((emitter, cursors))
     };
@@ -198,11 +209,32 @@ pub fn check_config(config: &IngestConfig) -> Result<(), IngestError> {
     Ok(())
 }
 
-/// Checks the topics and creates the producer.
-async fn connect(config: &IngestConfig, health: &Health) -> Result<Emitter, IngestError> {
+/// Checks the topics, registers the sync-status schema when a registry is configured, and
+/// creates the producer.
+async fn connect(
+    config: &IngestConfig,
+    health: &Health,
+    shutdown: &Shutdown,
+) -> Result<Emitter, IngestError> {
     health.set_not_ready("checking topics");
     let topics = Topics::new(&config.kafka.topic_prefix);
     let partitions = ensure_topics(&config.kafka, &topics.specs()).await?;
+
+    health.set_not_ready("registering schemas");
+    let url = config.kafka.schema_registry_url.as_deref();
+    let encoder = Encoder::from_url(url).map_err(EncodingError::from)?;
+    let registered = retry::until_done(
+        "schema registry",
+        shutdown,
+        MAX_REGISTRY_BACKOFF,
+        EncodingError::is_retriable,
+        || encoder.register::<SyncStatus>(&topics.sync_status),
+    )
+    .await?;
+    if registered.is_none() {
+        return Err(IngestError::Stopped);
+    }
+
     let producer: FutureProducer<ServiceContext> = config
         .kafka
         .producer_config("seatwatch-ingest")
@@ -210,6 +242,7 @@ async fn connect(config: &IngestConfig, health: &Health) -> Result<Emitter, Inge
         .create_with_context(ServiceContext { service: "ingest" })?;
     Ok(Emitter {
         producer,
+        encoder,
         raw_partitions: partitions[&topics.raw],
         status_partitions: partitions[&topics.sync_status],
         cursor_partitions: partitions[&topics.ingest_cursors],

@@ -25,10 +25,10 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use seatwatch_common::kafka::{delivered, enqueue, partition_for, ServiceContext, Topics};
 use seatwatch_common::Shutdown;
-use seatwatch_schemas::avro::AvroRecord;
 use seatwatch_schemas::salesforce::{parse_datetime, RecordId};
 use seatwatch_schemas::{
-    EnvelopeKind, RawEnvelope, SfObject, SnapshotEnd, SnapshotMode, SyncOutcome, SyncStatus,
+    Encoder, EnvelopeKind, RawEnvelope, SfObject, SnapshotEnd, SnapshotMode, SyncOutcome,
+    SyncStatus,
 };
 
 use crate::cursor::{self, ObjectCursor};
@@ -130,6 +130,9 @@ impl SyncError {
 /// Writes ingest's events to Kafka.
 pub struct Emitter {
     pub producer: FutureProducer<ServiceContext>,
+    /// Frames sync status: single-object encoding, or with a registry the Confluent wire
+    /// format under the id registered at start.
+    pub encoder: Encoder,
     pub topics: Topics,
     pub raw_partitions: i32,
     pub status_partitions: i32,
@@ -574,9 +577,10 @@ async fn send_envelope(
 }
 
 async fn write_status(emitter: &Emitter, status: &SyncStatus) -> Result<(), KafkaError> {
-    let payload = status
-        .to_avro()
-        .expect("a sync status always fits its schema");
+    let payload = emitter
+        .encoder
+        .encode(&emitter.topics.sync_status, status)
+        .expect("a sync status fits its schema, registered at start if a registry is used");
     let partition = partition_for(&status.org_id, emitter.status_partitions);
     let record = FutureRecord::to(&emitter.topics.sync_status)
         .key(&status.org_id)

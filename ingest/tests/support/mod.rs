@@ -47,27 +47,36 @@ pub fn mock_kafka(cluster: &MockCluster<'static, DefaultProducerContext>) -> Kaf
 /// Every envelope on the raw topic of `kafka` (one partition, as [`mock_kafka`] creates).
 pub fn raw_envelopes(kafka: &KafkaConfig) -> Vec<RawEnvelope> {
     let topic = Topics::new(&kafka.topic_prefix).raw;
+    values_of(kafka, &topic)
+        .iter()
+        .map(|value| serde_json::from_slice(value).unwrap())
+        .collect()
+}
+
+/// Every value on `topic` of `kafka` as it is now (one partition, as [`mock_kafka`]
+/// creates).
+pub fn values_of(kafka: &KafkaConfig, topic: &str) -> Vec<Vec<u8>> {
     let consumer: BaseConsumer = kafka
         .consumer_config("ingest-test", "ingest-test")
         .unwrap()
         .create()
         .unwrap();
     let timeout = Duration::from_secs(10);
-    let (low, high) = consumer.fetch_watermarks(&topic, 0, timeout).unwrap();
+    let (low, high) = consumer.fetch_watermarks(topic, 0, timeout).unwrap();
     let mut assignment = TopicPartitionList::new();
     assignment
-        .add_partition_offset(&topic, 0, Offset::Offset(low))
+        .add_partition_offset(topic, 0, Offset::Offset(low))
         .unwrap();
     consumer.assign(&assignment).unwrap();
 
-    let mut envelopes = Vec::new();
+    let mut values = Vec::new();
     let mut next = low;
     while next < high {
         let message = consumer.poll(timeout).expect("a message").unwrap();
         next = message.offset() + 1;
-        envelopes.push(serde_json::from_slice(message.payload().unwrap()).unwrap());
+        values.push(message.payload().unwrap().to_vec());
     }
-    envelopes
+    values
 }
 
 /// The simulator's built-in org (pages of 200 rows) and an ingest config that reaches it
