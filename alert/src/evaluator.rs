@@ -53,9 +53,6 @@ use crate::AlertError;
 /// How long one watermark query may take before the tick gives up on it.
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The longest pause between two attempts to fetch a writer schema from the registry.
-const MAX_REGISTRY_BACKOFF: Duration = Duration::from_secs(30);
-
 type AlertConsumer = StreamConsumer<GroupContext>;
 
 /// The evaluator task's state.
@@ -156,7 +153,6 @@ impl Evaluator {
         let registered = retry::until_done(
             "schema registry",
             shutdown,
-            MAX_REGISTRY_BACKOFF,
             EncodingError::is_retriable,
             || async {
                 self.encoder.register::<Alert>(&self.topics.alerts).await?;
@@ -568,7 +564,6 @@ pub(crate) async fn load_writer_schema(
     let _loaded_or_left = retry::until_done(
         "schema registry",
         shutdown,
-        MAX_REGISTRY_BACKOFF,
         EncodingError::is_retriable,
         || encoder.load_schema(schema_id),
     )

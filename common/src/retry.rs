@@ -8,19 +8,19 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 
 use crate::Shutdown;
 
-/// The first pause after a retriable failure; each later one doubles, up to the caller's
-/// longest.
+/// The first pause after a retriable failure; each later one doubles.
 const FIRST_PAUSE: Duration = Duration::from_millis(200);
+
+/// The longest pause: a service back from an outage is noticed within half a minute.
+const LONGEST_PAUSE: Duration = Duration::from_secs(30);
 
 /// Runs `attempt` until it succeeds (`Ok(Some)`), fails in a way `retriable` refuses
 /// (`Err`), or `shutdown` is cancelled (`Ok(None)`). A retriable failure is logged with
-/// `what` and tried again after a pause that doubles from 200 ms up to `longest_pause`,
-/// with jitter, as often as it takes: what waits on the other service cannot go on
-/// without it.
+/// `what` and tried again after a pause that doubles from 200 ms up to 30 s, with jitter,
+/// as often as it takes: what waits on the other service cannot go on without it.
 pub async fn until_done<T, E, F, Fut>(
     what: &str,
     shutdown: &Shutdown,
-    longest_pause: Duration,
     retriable: impl Fn(&E) -> bool,
     mut attempt: F,
 ) -> Result<Option<T>, E>
@@ -31,7 +31,7 @@ where
 {
     let mut pauses = ExponentialBuilder::default()
         .with_min_delay(FIRST_PAUSE)
-        .with_max_delay(longest_pause)
+        .with_max_delay(LONGEST_PAUSE)
         .with_factor(2.0)
         .with_jitter()
         .without_max_times()
@@ -46,7 +46,7 @@ where
             Err(error) if retriable(&error) => error,
             Err(error) => return Err(error),
         };
-        let pause = pauses.next().unwrap_or(longest_pause);
+        let pause = pauses.next().unwrap_or(LONGEST_PAUSE);
         tracing::warn!(%error, retry_in_ms = pause.as_millis(), "{what}");
         tokio::select! {
             () = shutdown.cancelled() => return Ok(None),
@@ -67,7 +67,6 @@ mod tests {
         let done = until_done(
             "test",
             &Shutdown::new(),
-            Duration::from_secs(1),
             |error: &String| error == "busy",
             || {
                 attempts.set(attempts.get() + 1);
@@ -89,7 +88,6 @@ mod tests {
         let refused = until_done(
             "test",
             &Shutdown::new(),
-            Duration::from_secs(1),
             |error: &String| error == "busy",
             || async { Err::<(), _>("incompatible".to_owned()) },
         )
@@ -101,7 +99,6 @@ mod tests {
         let stopped = until_done(
             "test",
             &shutdown,
-            Duration::from_secs(1),
             |_: &String| true,
             || async { Err::<(), _>("busy".to_owned()) },
         )

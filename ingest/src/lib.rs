@@ -63,9 +63,6 @@ pub enum IngestError {
     Stopped,
 }
 
-/// The longest pause between two attempts to reach the schema registry at start.
-const MAX_REGISTRY_BACKOFF: Duration = Duration::from_secs(30);
-
 /// Runs ingest until `shutdown`, with its own ops server on `config.listen_addr`.
 pub async fn run(config: IngestConfig, shutdown: Shutdown) -> Result<(), IngestError> {
     let registry = Registry::new();
@@ -226,7 +223,6 @@ async fn connect(
     let registered = retry::until_done(
         "schema registry",
         shutdown,
-        MAX_REGISTRY_BACKOFF,
         EncodingError::is_retriable,
         || encoder.register::<SyncStatus>(&topics.sync_status),
     )

@@ -281,9 +281,6 @@ pub async fn run_with(
     result
 }
 
-/// The longest pause between two attempts to reach the schema registry at start.
-const MAX_REGISTRY_BACKOFF: Duration = Duration::from_secs(30);
-
 /// The seat-state encoder the configuration asks for: single-object encoding, or with
 /// `kafka.schema_registry_url` the Confluent wire format, after registering both state
 /// schemas under the topic-name strategy (`<topic>-value`). An unreachable or busy registry
@@ -299,7 +296,6 @@ async fn state_encoder(
     let registered = retry::until_done(
         "schema registry",
         shutdown,
-        MAX_REGISTRY_BACKOFF,
         EncodingError::is_retriable,
         || async {
             encoder
