@@ -48,12 +48,11 @@ pub struct KafkaConfig {
     /// How long the producer may try to deliver a message before reporting failure.
     #[serde(default = "default_message_timeout_ms")]
     pub message_timeout_ms: u64,
-    /// Confluent-compatible schema registry, e.g. `http://registry:8081`. When set,
-    /// transform writes seat state in the Confluent wire format with its schemas registered
-    /// under `<topic>-value`, and alert and `seatwatch report` look up the writer schemas
-    /// of what they read; when absent, seat state is Avro single-object encoded. Known
-    /// shortcut: sync status, alerts and recommendations are single-object encoded either
-    /// way (every seatwatch reader accepts both framings).
+    /// Confluent-compatible schema registry, e.g. `http://registry:8081`. When set, every
+    /// service writes its Avro topics in the Confluent wire format, with their schemas
+    /// registered under `<topic>-value` at start, and alert and `seatwatch report` look up
+    /// the writer schemas of what they read; when absent, values are Avro single-object
+    /// encoded. Either way every seatwatch reader accepts both framings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_registry_url: Option<String>,
     /// Extra librdkafka properties, e.g. `security.protocol = "SASL_SSL"`.
@@ -404,28 +403,6 @@ where
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                 record = returned;
                 tokio::time::sleep(QUEUE_FULL_PAUSE).await;
-            }
-            Err((error, _)) => return Err(error),
-        }
-    }
-}
-
-/// [`enqueue`] for a plain thread (not an async task), which a full queue puts to sleep.
-pub fn enqueue_blocking<C, K, P>(
-    producer: &FutureProducer<C>,
-    mut record: FutureRecord<'_, K, P>,
-) -> Result<DeliveryFuture, KafkaError>
-where
-    C: ClientContext + 'static,
-    K: ToBytes + ?Sized,
-    P: ToBytes + ?Sized,
-{
-    loop {
-        match producer.send_result(record) {
-            Ok(delivery) => return Ok(delivery),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                record = returned;
-                std::thread::sleep(QUEUE_FULL_PAUSE);
             }
             Err((error, _)) => return Err(error),
         }

@@ -4,9 +4,7 @@
 //! org), so partitions share no state. Each gets a processor of its own, and the events
 //! of a burst are processed partition by partition on a small thread pool: within a
 //! partition events keep their order, and across partitions there is no order to keep.
-//! The thread that processes an event also hands its outputs on (to the producer), so
-//! that producing is spread over the threads too. A burst whose events all come from one
-//! partition is processed on the calling thread.
+//! A burst whose events all come from one partition is processed on the calling thread.
 //!
 //! Known shortcut: if the raw topic gains partitions, an org's events may move to another
 //! partition. Its state then starts over there, as when a rebalance moves a partition to
@@ -116,20 +114,10 @@ impl PartitionProcessors {
         }
     }
 
-    /// Processes a burst of events, each by its partition's processor, and hands each
-    /// output to `send` on the thread that made it, as soon as its event is processed.
-    /// Returns, for each event, its index in `inputs` and what `send` returned for its
-    /// outputs: partition after partition, in order within each. The first error of
-    /// `send` is returned; other partitions may have sent more by then.
-    pub fn process<S, E>(
-        &mut self,
-        inputs: &[Input<'_>],
-        send: impl Fn(&Input<'_>, Output) -> Result<S, E> + Sync,
-    ) -> Result<Vec<(usize, Vec<S>)>, E>
-    where
-        S: Send,
-        E: Send,
-    {
+    /// Processes a burst of events, each by its partition's processor. Returns, for each
+    /// event, its index in `inputs` and its outputs: partition after partition, in order
+    /// within each.
+    pub fn process(&mut self, inputs: &[Input<'_>]) -> Vec<(usize, Vec<Output>)> {
         let mut by_partition: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
         for (index, input) in inputs.iter().enumerate() {
             by_partition.entry(input.partition).or_default().push(index);
@@ -148,25 +136,18 @@ impl PartitionProcessors {
             })
             .collect();
         let run = |(processor, indices): (&mut Processor, Vec<usize>)| {
-            let mut sent = Vec::with_capacity(indices.len());
-            for index in indices {
-                let input = &inputs[index];
-                let outputs = processor.process(*input);
-                let receipts = outputs
-                    .into_iter()
-                    .map(|output| send(input, output))
-                    .collect::<Result<Vec<S>, E>>()?;
-                sent.push((index, receipts));
-            }
-            Ok(sent)
+            indices
+                .into_iter()
+                .map(|index| (index, processor.process(inputs[index])))
+                .collect::<Vec<_>>()
         };
-        let done: Vec<Vec<(usize, Vec<S>)>> = if jobs.len() > 1 {
+        let done: Vec<Vec<(usize, Vec<Output>)>> = if jobs.len() > 1 {
             self.pool
-                .install(|| jobs.into_par_iter().map(run).collect::<Result<_, E>>())?
+                .install(|| jobs.into_par_iter().map(run).collect())
         } else {
-            jobs.into_iter().map(run).collect::<Result<_, E>>()?
+            jobs.into_iter().map(run).collect()
         };
-        Ok(done.into_iter().flatten().collect())
+        done.into_iter().flatten().collect()
     }
 
     /// See [`Processor::committable_offset`].

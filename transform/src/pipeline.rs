@@ -25,9 +25,8 @@
 //!
 //! Processing: events are read in bursts of those the consumer already holds, and each
 //! burst's partitions are processed side by side, one [`crate::processor::Processor`] per
-//! raw partition on `processing_threads` threads, which also hand the outputs to the
-//! producer (see [`crate::partitions`]). Reading, offsets, flushes and commits stay on
-//! this task.
+//! raw partition on `processing_threads` threads (see [`crate::partitions`]). Reading,
+//! producing, offsets, flushes and commits stay on this task.
 //!
 //! Rebalances: librdkafka runs rebalance callbacks inside `recv`, on this task. A revoked
 //! partition's state is dropped and its offsets are no longer committed here; what was
@@ -515,8 +514,8 @@ impl Pipeline {
     /// burst, which the partitions' processors work through side by side before its
     /// outputs are produced; a timer and a shutdown check are set up once per burst. A
     /// burst holds no more events than `max_in_flight` has room for, and ends at a
-    /// rebalance: the event whose poll ran one is handled alone, after the events before
-    /// it and after the assignment change is applied.
+    /// rebalance, which is applied after the burst's events (read before it) and before
+    /// the flush; an event polled after a rebalance is handled after it is applied.
     async fn run(&mut self, shutdown: &Shutdown) -> Result<(), TransformError> {
         let consumer = Arc::clone(&self.consumer);
         let mut messages = consumer.stream();
@@ -540,7 +539,7 @@ impl Pipeline {
                                 burst.push(message);
                             }
                             other => {
-                                self.handle_burst(&burst)?;
+                                self.handle_burst(&burst).await?;
                                 burst.clear();
                                 self.receive(other).await?;
                             }
@@ -549,8 +548,12 @@ impl Pipeline {
                             next = messages.next().now_or_never().flatten();
                         }
                     }
-                    self.handle_burst(&burst)?;
+                    self.handle_burst(&burst).await?;
                     burst.clear();
+                    // A poll that ran a rebalance ended the burst without an event; its
+                    // events were read before it, and it is applied before the flush.
+                    self.settle_assigned();
+                    self.forget_revoked();
                 }
                 // Rebalances are served inside the poll too, with or without an event.
                 Ok(None) | Err(_) => {
@@ -576,17 +579,17 @@ impl Pipeline {
         // Before any event of a newly assigned partition is processed.
         self.settle_assigned();
         match received {
-            Ok(message) => self.handle_burst(std::slice::from_ref(&message))?,
+            Ok(message) => self.handle_burst(std::slice::from_ref(&message)).await?,
             Err(error) => self.receive_failed(error)?,
         }
         self.forget_revoked();
         Ok(())
     }
 
-    /// Processes a burst of events, partition beside partition; the threads processing
-    /// them hand their outputs to the producer as they go. A full producer queue holds
-    /// this up, and with it the reading of input.
-    fn handle_burst(&mut self, burst: &[BorrowedMessage<'_>]) -> Result<(), TransformError> {
+    /// Processes a burst of events, partition beside partition, then hands their outputs to
+    /// the producer in order. A full producer queue holds this up, and with it the reading
+    /// of input.
+    async fn handle_burst(&mut self, burst: &[BorrowedMessage<'_>]) -> Result<(), TransformError> {
         let inputs: Vec<Input<'_>> = burst
             .iter()
             .map(|message| Input {
@@ -596,17 +599,49 @@ impl Pipeline {
                 value: message.payload(),
             })
             .collect();
-        let (producer, outputs) = (&self.producer, &self.outputs);
-        let sent = self.processors.process(&inputs, |input, output| {
-            produce(producer, outputs, output, input.partition)
-        })?;
-        for (index, pending) in sent {
+        for (index, outputs) in self.processors.process(&inputs) {
             let input = inputs[index];
-            self.transaction_has_outputs |= !pending.is_empty();
-            self.in_flight.extend(pending);
+            for output in outputs {
+                self.produce(output, input.partition).await?;
+            }
             self.processed.insert(input.partition, input.offset);
         }
         self.metrics.set_in_flight(self.in_flight.len());
+        Ok(())
+    }
+
+    /// Hands one output to the producer; `source` is the raw partition of its event, which
+    /// places a dead letter whose org is unknown.
+    async fn produce(&mut self, output: Output, source: i32) -> Result<(), TransformError> {
+        let (topic, partitions, label) = self.outputs.of(output.target);
+        let partition = match &output.org_id {
+            Some(org) => kafka::partition_for(org, partitions),
+            None => source.rem_euclid(partitions.max(1)),
+        };
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).partition(partition);
+        if let Some(key) = &output.key {
+            record = record.key(key.as_slice());
+        }
+        if let Some(value) = &output.value {
+            record = record.payload(value.as_slice());
+        }
+        if !output.headers.is_empty() {
+            record = record.headers(headers(&output.headers));
+        }
+
+        let delivery = kafka::enqueue(&self.producer, record)
+            .await
+            .map_err(|source| TransformError::Delivery {
+                topic: label,
+                source,
+            })?;
+        self.transaction_has_outputs = true;
+        self.in_flight.push(Pending {
+            delivery,
+            target: output.target,
+            topic: label,
+            tombstone: output.is_tombstone(),
+        });
         Ok(())
     }
 
@@ -1105,43 +1140,6 @@ impl Reader {
         };
         decoded.map_err(|error| format!("the value does not decode: {error}"))
     }
-}
-
-/// Hands one output to the producer, on the thread that made it; `source` is the raw
-/// partition of its event, which places a dead letter whose org is unknown.
-fn produce(
-    producer: &FutureProducer<ServiceContext>,
-    outputs: &OutputTopics,
-    output: Output,
-    source: i32,
-) -> Result<Pending, TransformError> {
-    let (topic, partitions, label) = outputs.of(output.target);
-    let partition = match &output.org_id {
-        Some(org) => kafka::partition_for(org, partitions),
-        None => source.rem_euclid(partitions.max(1)),
-    };
-    let mut record = FutureRecord::<[u8], [u8]>::to(topic).partition(partition);
-    if let Some(key) = &output.key {
-        record = record.key(key.as_slice());
-    }
-    if let Some(value) = &output.value {
-        record = record.payload(value.as_slice());
-    }
-    if !output.headers.is_empty() {
-        record = record.headers(headers(&output.headers));
-    }
-
-    let delivery =
-        kafka::enqueue_blocking(producer, record).map_err(|source| TransformError::Delivery {
-            topic: label,
-            source,
-        })?;
-    Ok(Pending {
-        delivery,
-        target: output.target,
-        topic: label,
-        tombstone: output.is_tombstone(),
-    })
 }
 
 fn headers(pairs: &[(&'static str, String)]) -> OwnedHeaders {

@@ -1,7 +1,6 @@
 //! The partitioned processors must say what one processor fed every event says.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 
 use prometheus::Registry;
 use seatwatch_schemas::{EnvelopeKind, RawEnvelope, SfObject, SnapshotEnd, SnapshotMode};
@@ -153,9 +152,7 @@ fn bursts_over_partitions_give_what_one_processor_gives_partition_by_partition()
         let (burst, after) = rest.split_at(burst_sizes.next().unwrap().min(rest.len()));
         rest = after;
         let inputs: Vec<Input<'_>> = burst.iter().map(input).collect();
-        let done = partitioned
-            .process(&inputs, |_, output| Ok::<_, Infallible>(output))
-            .unwrap();
+        let done = partitioned.process(&inputs);
 
         let mut indices: Vec<usize> = done.iter().map(|(index, _)| *index).collect();
         for partition in 0..PARTITIONS {
@@ -227,31 +224,4 @@ fn restored_state_lands_on_its_partition_and_is_forgotten_there() {
     assert_eq!(partitioned.remembered(), (1, 0));
     partitioned.revoke(0);
     assert_eq!(partitioned.remembered(), (0, 0));
-}
-
-#[test]
-fn a_failed_send_is_returned_and_stops_its_partition() {
-    let events = interleaved();
-    let inputs: Vec<Input<'_>> = events.iter().map(input).collect();
-    let mut partitioned =
-        PartitionProcessors::new(RAW_TOPIC, metrics(), StateEncoder::single_object(), 2).unwrap();
-    let sent_by_partition_1 = std::sync::atomic::AtomicUsize::new(0);
-
-    let result = partitioned.process(&inputs, |input, output| {
-        if input.partition != 1 {
-            return Ok(());
-        }
-        if output.target == Target::UserState {
-            return Err(format!("partition {} refused a user", input.partition));
-        }
-        sent_by_partition_1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
-    });
-
-    assert_eq!(result.unwrap_err(), "partition 1 refused a user");
-    assert_eq!(
-        sent_by_partition_1.into_inner(),
-        4,
-        "the first sync's four licences, and nothing after the refused user"
-    );
 }
