@@ -56,6 +56,26 @@ pub fn value_subject(topic: &str) -> String {
     format!("{topic}-value")
 }
 
+/// `url` fit for a message: a user name and password in it are replaced by `…`.
+fn without_credentials(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(parsed) if parsed.username().is_empty() && parsed.password().is_none() => {
+            url.to_string()
+        }
+        Ok(mut parsed) => {
+            // Neither setter fails on a URL with credentials.
+            let _ = parsed.set_username("…");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        // Unparseable: whatever comes before the last `@` may be credentials.
+        Err(_) => match url.rsplit_once('@') {
+            Some((_, rest)) => format!("…@{rest}"),
+            None => url.to_string(),
+        },
+    }
+}
+
 /// A registry call failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -115,7 +135,7 @@ impl RegistryClient {
     /// prefix), with [`DEFAULT_TIMEOUT`] per request.
     pub fn new(url: &str) -> Result<Self, RegistryError> {
         let invalid = |reason: String| RegistryError::InvalidUrl {
-            url: url.to_string(),
+            url: without_credentials(url),
             reason,
         };
         let base = Url::parse(url).map_err(|e| invalid(e.to_string()))?;
@@ -314,6 +334,17 @@ mod tests {
         assert!(RegistryClient::new("not a url").is_err());
         assert!(RegistryClient::new("ftp://registry:21").is_err());
         assert!(RegistryClient::new("http://user:pw@registry:8081").is_err());
+        for with_secret in [
+            "http://user:s3cret@registry:8081",
+            "http://u:s3cret@bad host",
+        ] {
+            let error = RegistryClient::new(with_secret).unwrap_err().to_string();
+            assert!(!error.contains("s3cret"), "{error}");
+            assert!(
+                error.contains("registry") || error.contains("bad host"),
+                "{error}"
+            );
+        }
 
         let client = RegistryClient::new("http://registry:8081/prefix/").unwrap();
         let url = client
