@@ -46,7 +46,8 @@ where
             Err(error) if retriable(&error) => error,
             Err(error) => return Err(error),
         };
-        let pause = pauses.next().unwrap_or(LONGEST_PAUSE);
+        // The jitter is added after backon's own cap, so the cap is applied again.
+        let pause = pauses.next().unwrap_or(LONGEST_PAUSE).min(LONGEST_PAUSE);
         tracing::warn!(%error, retry_in_ms = pause.as_millis(), "{what}");
         tokio::select! {
             () = shutdown.cancelled() => return Ok(None),
