@@ -28,11 +28,11 @@ pub enum AlertError {
          out when every producer writes single-object encoding"
     )]
     Registry(#[from] seatwatch_schemas::RegistryError),
-    /// The schema registry refused a schema alert writes.
+    /// The schema registry refused to register a schema alert writes.
     #[error(
-        "cannot register the alert or recommendation schema: {0}; check the subject's \
-         compatibility setting in the schema registry, or leave kafka.schema_registry_url out \
-         to write single-object encoding"
+        "cannot register the alert or recommendation schema: {0}; check \
+         kafka.schema_registry_url and the registry's credentials and compatibility \
+         settings, or leave the URL out to write single-object encoding"
     )]
     Schemas(seatwatch_schemas::EncodingError),
 

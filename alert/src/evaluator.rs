@@ -149,6 +149,7 @@ impl Evaluator {
 
     /// With a registry configured, registers the schemas of what this task writes (subject
     /// `<topic>-value`), waiting for a registry that cannot be reached; false on shutdown.
+    /// Call it before [`Evaluator::run`], which encodes with the ids it keeps.
     pub(crate) async fn register_schemas(&self, shutdown: &Shutdown) -> Result<bool, AlertError> {
         let registered = retry::until_done(
             "schema registry",
@@ -168,10 +169,6 @@ impl Evaluator {
     /// Consumes and evaluates until `shutdown`; a tick under way finishes first, so every
     /// transition it sent is acknowledged (or known to have failed) before returning.
     pub async fn run(mut self, shutdown: Shutdown) -> Result<(), AlertError> {
-        if !self.register_schemas(&shutdown).await? {
-            return Ok(());
-        }
-
         let consumer = self.consumer.clone();
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -548,7 +545,6 @@ impl Evaluator {
     }
 }
 
-/// Why a transition could not be handed to the producer.
 /// Makes sure the writer schema of a Confluent-framed value is cached, so that
 /// `decode_cached` can read it without I/O. A registry that cannot be reached is asked
 /// again with backoff (skipping the record would lose it) until it answers or shutdown; an
@@ -570,6 +566,7 @@ pub(crate) async fn load_writer_schema(
     .await;
 }
 
+/// Why a transition could not be handed to the producer.
 #[derive(Debug, thiserror::Error)]
 enum PublishError {
     #[error("encoding failed: {0}")]

@@ -109,7 +109,6 @@ pub async fn run_with(
         counts = ensure_topics(&config.kafka, &specs) => counts?,
     };
     let partitions = common_partition_count(&topics, &counts)?;
-    options.health.set_not_ready("catching up");
 
     let stop = shutdown.child_token();
     let watchdog = {
@@ -125,6 +124,14 @@ pub async fn run_with(
         alertmanager,
     )?;
     let notifier = Notifier::new(&config, sinks, metrics, readiness, options.controls)?;
+
+    // With a registry, what the evaluator writes is registered before anything is read.
+    options.health.set_not_ready("registering schemas");
+    if !evaluator.register_schemas(&shutdown).await? {
+        stop.cancel();
+        return Ok(());
+    }
+    options.health.set_not_ready("catching up");
     let mut tasks = Tasks::default();
     tasks.spawn("evaluator", evaluator.run(stop.clone()));
     tasks.spawn("notifier", notifier.run(stop.clone()));

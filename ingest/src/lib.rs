@@ -59,6 +59,7 @@ pub enum IngestError {
          out to write single-object encoding"
     )]
     Registry(#[from] EncodingError),
+    /// Shutdown came while starting; the callers end cleanly on it.
     #[error("stopped while starting")]
     Stopped,
 }
@@ -97,7 +98,10 @@ pub async fn run_with(
     let (emitter, cursors) = tokio::select! {
         biased;
         _ = shutdown.cancelled() => return Ok(()),
-        started = started => started?,
+        started = started => match started {
+            Err(IngestError::Stopped) => return Ok(()),
+            started => started?,
+        },
     };
     warn_about_password_flow(&config);
     health.set_ready();
@@ -163,7 +167,10 @@ pub async fn sync_once_showing(
     let (emitter, cursors) = tokio::select! {
         biased;
         _ = shutdown.cancelled() => return Ok(Vec::new()),
-        started = started => started?,
+        started = started => match started {
+            Err(IngestError::Stopped) => return Ok(Vec::new()),
+            started => started?,
+        },
     };
     warn_about_password_flow(&config);
 
