@@ -22,38 +22,47 @@ use serde::Deserialize;
 
 use super::Envelope;
 
-/// A Salesforce record, typed by the object its envelope names.
-#[derive(Debug)]
-pub enum TypedRecord {
-    UserLicense(UserLicenseRecord),
-    PermissionSetLicense(PermissionSetLicenseRecord),
-    PackageLicense(PackageLicenseRecord),
-    PermissionSetLicenseAssign(PermissionSetLicenseAssignRecord),
-    UserPackageLicense(UserPackageLicenseRecord),
-    User(UserRecord),
-    LoginHistory(LoginHistoryRecord),
-}
-
 /// The record types a [`TypedRecord`] holds, taken back out of it.
 pub trait FromTyped: Sized {
     /// The record, if `record` holds this type.
     fn from_typed(record: TypedRecord) -> Option<Self>;
 }
 
-macro_rules! from_typed {
-    ($($variant:ident($record:ty)),* $(,)?) => {$(
-        impl FromTyped for $record {
-            fn from_typed(record: TypedRecord) -> Option<Self> {
-                match record {
-                    TypedRecord::$variant(record) => Some(record),
-                    _ => None,
+/// Declares [`TypedRecord`] with a variant per Salesforce object, named as in
+/// [`SfObject`], then [`FromTyped`] for each record type and how [`RecordOf`] reads each:
+/// one list, so that an object cannot be left out of one of them.
+macro_rules! typed_records {
+    ($($object:ident($record:ty)),* $(,)?) => {
+        /// A Salesforce record, typed by the object its envelope names.
+        #[derive(Debug)]
+        pub enum TypedRecord {
+            $($object($record),)*
+        }
+
+        $(
+            impl FromTyped for $record {
+                fn from_typed(record: TypedRecord) -> Option<Self> {
+                    match record {
+                        TypedRecord::$object(record) => Some(record),
+                        _ => None,
+                    }
                 }
             }
+        )*
+
+        impl<'de> DeserializeSeed<'de> for RecordOf {
+            type Value = Option<TypedRecord>;
+
+            fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                Ok(match self.0 {
+                    $(SfObject::$object => Option::deserialize(d)?.map(TypedRecord::$object),)*
+                })
+            }
         }
-    )*};
+    };
 }
 
-from_typed!(
+typed_records!(
     UserLicense(UserLicenseRecord),
     PermissionSetLicense(PermissionSetLicenseRecord),
     PackageLicense(PackageLicenseRecord),
@@ -159,28 +168,6 @@ where
 
 /// A record of a known object; `null` is no record, as for the two-pass path.
 struct RecordOf(SfObject);
-
-impl<'de> DeserializeSeed<'de> for RecordOf {
-    type Value = Option<TypedRecord>;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        Ok(match self.0 {
-            SfObject::UserLicense => Option::deserialize(d)?.map(TypedRecord::UserLicense),
-            SfObject::PermissionSetLicense => {
-                Option::deserialize(d)?.map(TypedRecord::PermissionSetLicense)
-            }
-            SfObject::PackageLicense => Option::deserialize(d)?.map(TypedRecord::PackageLicense),
-            SfObject::PermissionSetLicenseAssign => {
-                Option::deserialize(d)?.map(TypedRecord::PermissionSetLicenseAssign)
-            }
-            SfObject::UserPackageLicense => {
-                Option::deserialize(d)?.map(TypedRecord::UserPackageLicense)
-            }
-            SfObject::User => Option::deserialize(d)?.map(TypedRecord::User),
-            SfObject::LoginHistory => Option::deserialize(d)?.map(TypedRecord::LoginHistory),
-        })
-    }
-}
 
 #[cfg(test)]
 mod tests {
