@@ -12,9 +12,15 @@
 //!    copier of the same events through the same broker with the same client settings.
 //! 3. The peak RSS of that transform process.
 //!
+//! Part 1 also runs the events as the pipeline does, one processor per raw partition on a
+//! pool, with one thread and with one per core, to show how processing scales with cores.
+//!
 //! Run: `cargo bench --bench transform_throughput` (a release build). Sizes:
 //! `SEATWATCH_BENCH_ORGS` (default 10) orgs of `SEATWATCH_BENCH_USERS` (default 5,000)
-//! users each, every org synced twice (the second sync changes nothing, as most do).
+//! users each, every org synced twice (the second sync changes nothing, as most do). The
+//! mock cluster keeps at most 5 MB of batches per partition, so sizes well above the
+//! default may not fit (20 orgs of 5,000 users do not); the run then stops with a message
+//! saying so.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -290,6 +296,58 @@ fn in_memory(raw_topic: &str, events: &[Event]) -> Counts {
     counts
 }
 
+/// Part 1b: the same events as the pipeline processes them: one processor per partition
+/// on a pool of `threads` threads, in bursts of 16,384 events made of chunks of each
+/// partition in turn (as the consumer hands them over), outputs collected. Returns the
+/// best rate of three passes, in events per second.
+fn in_memory_partitioned(raw_topic: &str, events: &[Event], threads: usize) -> f64 {
+    let mut by_partition: BTreeMap<i32, Vec<Input<'_>>> = BTreeMap::new();
+    for event in events {
+        let inputs = by_partition.entry(event.partition).or_default();
+        inputs.push(Input {
+            partition: event.partition,
+            offset: inputs.len() as i64,
+            key: Some(event.key.as_bytes()),
+            value: Some(&event.value),
+        });
+    }
+    let mut order = Vec::with_capacity(events.len());
+    let mut cursors: Vec<std::slice::Chunks<'_, Input<'_>>> = by_partition
+        .values()
+        .map(|inputs| inputs.chunks(2048))
+        .collect();
+    loop {
+        let before = order.len();
+        for cursor in &mut cursors {
+            if let Some(chunk) = cursor.next() {
+                order.extend_from_slice(chunk);
+            }
+        }
+        if order.len() == before {
+            break;
+        }
+    }
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let metrics = Metrics::new(&Registry::new()).unwrap();
+        let mut processors = seatwatch_transform::PartitionProcessors::new(
+            raw_topic,
+            metrics,
+            seatwatch_transform::StateEncoder::single_object(),
+            threads,
+        )
+        .unwrap();
+        let pass = Instant::now();
+        for burst in order.chunks(16384) {
+            std::hint::black_box(processors.process(burst));
+        }
+        best = best.min(pass.elapsed().as_secs_f64());
+    }
+    let rate = events.len() as f64 / best;
+    println!("in memory, one processor per partition on {threads} thread(s): {rate:.0} events/s");
+    rate
+}
+
 /// This process's resident set now, in KiB.
 fn rss_kib() -> i64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -315,6 +373,15 @@ fn main() {
     let topics = Topics::new(prefix);
 
     let counts = in_memory(&topics.raw, &events);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let one = in_memory_partitioned(&topics.raw, &events, 1);
+    if cores > 1 {
+        let all = in_memory_partitioned(&topics.raw, &events, cores);
+        println!(
+            "in memory, one processor per partition: {cores} threads run {:.2}x as fast as one",
+            all / one
+        );
+    }
     if std::env::var_os("SEATWATCH_BENCH_MEMORY_ONLY").is_some() {
         return;
     }
@@ -345,9 +412,18 @@ fn through_broker(topics: &Topics, events: &[Event], counts: &Counts) {
         events.len(),
         loaded.elapsed().as_secs_f64()
     );
+    let watcher = Watcher::new(&kafka_config);
+    let kept = watcher.count(&[topics.raw.as_str()]);
+    assert_eq!(
+        kept,
+        events.len(),
+        "the mock cluster kept {kept} of {} events: it holds at most 5 MB of batches per \
+         partition and drops the oldest beyond that; lower SEATWATCH_BENCH_ORGS or \
+         SEATWATCH_BENCH_USERS",
+        events.len()
+    );
 
     // The copier: the same events, the same client settings, no processing.
-    let watcher = Watcher::new(&kafka_config);
     let copier = runtime.spawn(copy(
         kafka_config.clone(),
         topics.raw.clone(),
