@@ -6,8 +6,8 @@
 //! errors everywhere, so a typo fails at start instead of being ignored. Secrets never
 //! come through here as values: the config names an environment variable or a file (see
 //! [`crate::secret`]), so pick secret variable names that do not start with `SEATWATCH_`.
-//! `SEATWATCH_CONFIG`, `SEATWATCH_LOG`, `SEATWATCH_LOG_FORMAT` and `SEATWATCH_SIMULATOR_*`
-//! are not config keys and are passed over.
+//! `SEATWATCH_CONFIG`, `SEATWATCH_LOG`, `SEATWATCH_LOG_FORMAT`, `SEATWATCH_SIMULATOR_*` and
+//! `SEATWATCH_BENCH_*` are not config keys and are passed over.
 
 use std::path::Path;
 
@@ -21,8 +21,9 @@ use serde::Serialize;
 const RESERVED_ENV: &[&str] = &["config", "log", "log_format"];
 
 /// Prefixes of variables that belong to other programs' settings: the simulator reads
-/// `SEATWATCH_SIMULATOR_*` for its fake org's credentials.
-const FOREIGN_ENV_PREFIXES: &[&str] = &["simulator_"];
+/// `SEATWATCH_SIMULATOR_*` for its fake org's credentials, and the benchmarks read
+/// `SEATWATCH_BENCH_*` for their sizes (and start services that inherit them).
+const FOREIGN_ENV_PREFIXES: &[&str] = &["simulator_", "bench_"];
 
 /// The `[kafka]` values every service takes from flags (`--bootstrap-servers`,
 /// `--topic-prefix`), as a partial config for [`load`]'s overrides.
@@ -291,10 +292,12 @@ mod tests {
     }
 
     #[test]
-    fn simulator_variables_are_not_config_keys() {
+    fn simulator_and_benchmark_variables_are_not_config_keys() {
         std::env::set_var("SEATWATCH_SIMULATOR_CONFIG_TEST_ONLY", "x");
+        std::env::set_var("SEATWATCH_BENCH_CONFIG_TEST_ONLY", "10");
         let cfg: Result<Sample, _> = load(None, &Named { name: "a".into() });
         std::env::remove_var("SEATWATCH_SIMULATOR_CONFIG_TEST_ONLY");
+        std::env::remove_var("SEATWATCH_BENCH_CONFIG_TEST_ONLY");
         assert_eq!(cfg.unwrap().name, "a");
     }
 
