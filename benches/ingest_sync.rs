@@ -14,6 +14,9 @@
 //!
 //! Run: `cargo bench --bench ingest_sync` (a release build).
 
+#[path = "support/proc_status.rs"]
+mod proc_status;
+
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -54,19 +57,7 @@ struct Finished {
     peak_rss_kib: u64,
 }
 
-/// The peak resident set (`VmHWM`) of a running process, in KiB; `None` once it is gone.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Runs `command` to its end and measures its own peak RSS.
-///
-/// `getrusage`/`wait4` would not do: Linux carries the high-water mark of the address
-/// space a child replaced at `exec` into its `ru_maxrss`, and a spawned child starts on
-/// this process's address space (the simulator with its 100,000 users), so `ru_maxrss`
-/// reports the bench, not ingest. `VmHWM` belongs to the address space ingest runs in; it
+/// Runs `command` to its end and measures its own peak RSS (see [`proc_status`]); `VmHWM`
 /// only grows, so the last sample before exit is the peak (sampled every 5 ms).
 fn run_measured(command: &mut Command) -> Finished {
     let mut child = command
@@ -77,7 +68,7 @@ fn run_measured(command: &mut Command) -> Finished {
     let pid = child.id();
     let sampler = std::thread::spawn(move || {
         let mut peak = 0;
-        while let Some(now) = peak_rss_kib(pid) {
+        while let Some(now) = proc_status::peak_rss_kib(pid) {
             peak = peak.max(now);
             std::thread::sleep(std::time::Duration::from_millis(5));
         }

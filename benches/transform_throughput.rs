@@ -10,7 +10,8 @@
 //!    already in the raw topic; the time until transform, as its own process
 //!    (`seatwatch transform`), has produced every output, against a plain consume->produce
 //!    copier of the same events through the same broker with the same client settings.
-//! 3. The peak RSS of that transform process.
+//! 3. The peak RSS of that transform process under that load (its `VmHWM`, read before it
+//!    is stopped).
 //!
 //! Part 1 also runs the events as the pipeline does, one processor per raw partition on a
 //! pool, with one thread and with one per core, to show how processing scales with cores.
@@ -21,6 +22,9 @@
 //! mock cluster keeps at most 5 MB of batches per partition, so sizes well above the
 //! default may not fit (20 orgs of 5,000 users do not); the run then stops with a message
 //! saying so.
+
+#[path = "support/proc_status.rs"]
+mod proc_status;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -465,6 +469,8 @@ fn through_broker(topics: &Topics, events: &[Event], counts: &Counts) {
             panic!("transform exited early with {status}");
         }
     });
+    // Its own peak under the load (see `proc_status`), read while it still runs.
+    let peak_rss_kib = proc_status::peak_rss_kib(child.id()).unwrap_or_default();
     // SAFETY: kill(2) on the child this function spawned and has not reaped.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     let status = child.wait().unwrap();
@@ -473,7 +479,7 @@ fn through_broker(topics: &Topics, events: &[Event], counts: &Counts) {
         "transform / copier: {:.2}x the copier's rate (goal >= 0.9x); transform exited {status}",
         copied.total.as_secs_f64() / transformed.total.as_secs_f64()
     );
-    println!("transform peak RSS: {} MiB", children_peak_rss_kib() / 1024);
+    println!("transform peak RSS: {} MiB", peak_rss_kib / 1024);
 }
 
 /// Writes every event to its org's partition of the raw topic, without awaiting each send.
@@ -602,12 +608,4 @@ impl Watcher {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-}
-
-/// Peak resident set of the children waited for so far, in KiB.
-fn children_peak_rss_kib() -> i64 {
-    // SAFETY: getrusage only writes into the struct passed to it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    usage.ru_maxrss
 }
