@@ -41,7 +41,7 @@ fn ingest_command() -> Command {
         }
         None => Command::new(seatwatch),
     };
-    // ingest reads every SEATWATCH_* variable as config and refuses unknown keys.
+    // The services pass over SEATWATCH_BENCH_*; ingest need not see the bench's knobs.
     command
         .env_remove("SEATWATCH_BENCH_USERS")
         .env_remove("SEATWATCH_BENCH_PROFILER");

@@ -15,13 +15,18 @@
 //!
 //! Part 1 also runs the events as the pipeline does, one processor per raw partition on a
 //! pool, with one thread and with one per core, to show how processing scales with cores.
+//! The orgs fall unevenly on the partitions (by default one of the 6 holds 3 of the 10
+//! orgs), and one partition's events run on one thread, which caps the scaling well below
+//! the number of cores.
 //!
 //! Run: `cargo bench --bench transform_throughput` (a release build). Sizes:
 //! `SEATWATCH_BENCH_ORGS` (default 10) orgs of `SEATWATCH_BENCH_USERS` (default 5,000)
 //! users each, every org synced twice (the second sync changes nothing, as most do). The
-//! mock cluster keeps at most 5 MB of batches per partition, so sizes well above the
-//! default may not fit (20 orgs of 5,000 users do not); the run then stops with a message
-//! saying so.
+//! mock cluster keeps at most 5 MiB (and 100,000 batches) per partition and drops the
+//! oldest beyond that, so sizes well above the default may not fit (20 orgs of 5,000
+//! users do not). The raw topic is checked after loading, and the run stops with a
+//! message saying so; the copier's topic holds the same events, and transform's outputs
+//! are fewer and smaller.
 
 #[path = "support/proc_status.rs"]
 mod proc_status;
@@ -301,9 +306,9 @@ fn in_memory(raw_topic: &str, events: &[Event]) -> Counts {
 }
 
 /// Part 1b: the same events as the pipeline processes them: one processor per partition
-/// on a pool of `threads` threads, in bursts of 16,384 events made of chunks of each
-/// partition in turn (as the consumer hands them over), outputs collected. Returns the
-/// best rate of three passes, in events per second.
+/// on a pool of `threads` threads, in bursts of 16,384 events made of 2,048-event chunks
+/// of each partition in turn (a stand-in for the consumer's fetches), outputs collected.
+/// Returns the best rate of three passes, in events per second.
 fn in_memory_partitioned(raw_topic: &str, events: &[Event], threads: usize) -> f64 {
     let mut by_partition: BTreeMap<i32, Vec<Input<'_>>> = BTreeMap::new();
     for event in events {
@@ -421,7 +426,7 @@ fn through_broker(topics: &Topics, events: &[Event], counts: &Counts) {
     assert_eq!(
         kept,
         events.len(),
-        "the mock cluster kept {kept} of {} events: it holds at most 5 MB of batches per \
+        "the mock cluster kept {kept} of {} events: it holds at most 5 MiB of batches per \
          partition and drops the oldest beyond that; lower SEATWATCH_BENCH_ORGS or \
          SEATWATCH_BENCH_USERS",
         events.len()
@@ -471,10 +476,21 @@ fn through_broker(topics: &Topics, events: &[Event], counts: &Counts) {
         }
     });
     // Its own peak under the load (see `proc_status`), read while it still runs.
-    let peak_rss_kib = proc_status::peak_rss_kib(child.id()).unwrap_or_default();
+    if let Some(status) = child.try_wait().unwrap() {
+        panic!("transform exited before its peak RSS was read, with {status}");
+    }
+    let peak_rss_kib = proc_status::peak_rss_kib(child.id())
+        .expect("transform's /proc status has its peak RSS while it runs");
     // SAFETY: kill(2) on the child this function spawned and has not reaped.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     let status = child.wait().unwrap();
+    // A topic is no longer watched once it holds its count (the dead letters at once, as
+    // none are expected), so every output topic is counted again at the end.
+    let written = watcher.count(&outputs.map(|(topic, _)| topic));
+    assert_eq!(
+        written, expected,
+        "transform wrote other outputs than expected"
+    );
     report("transform", events.len(), expected, &transformed);
     println!(
         "transform / copier: {:.2}x the copier's rate (goal >= 0.9x); transform exited {status}",
@@ -557,7 +573,7 @@ fn report(who: &str, inputs: usize, outputs: usize, timing: &Timing) {
     );
 }
 
-/// Watches the high watermarks of output topics.
+/// Watches the high watermarks of topics.
 struct Watcher {
     consumer: Arc<BaseConsumer>,
 }
@@ -587,8 +603,9 @@ impl Watcher {
 
     /// Polls until every topic holds the messages expected of it, calling `check_running`
     /// (which panics when the writer died) between polls; panics after ten minutes. A topic
-    /// that holds its count is not asked again, so the polling costs the broker about as
-    /// much for transform's three output topics as for the copier's one.
+    /// that holds its count is not asked again, so transform's three output topics cost
+    /// the broker at most twice the copier's one topic in polls, and as much once the
+    /// licence states are all written.
     fn until(&self, expected: &[(&str, usize)], mut check_running: impl FnMut()) -> Timing {
         let started = Instant::now();
         let mut first = None;

@@ -6,7 +6,8 @@
 //! events), so `ru_maxrss` reports the benchmark. `VmHWM` belongs to the address space the
 //! service runs in, and only grows.
 
-/// The peak resident set (`VmHWM`) of a running process, in KiB; `None` once it is gone.
+/// The peak resident set (`VmHWM`) of a running process, in KiB; `None` once it is gone,
+/// which includes a child that exited and is not yet reaped (its status has no `VmHWM`).
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
