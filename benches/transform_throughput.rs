@@ -10,6 +10,8 @@
 //!    already in the raw topic; the time until transform, as its own process
 //!    (`seatwatch transform`), has produced every output, against a plain consume->produce
 //!    copier of the same events through the same broker with the same client settings.
+//!    For each, how many cores were busy on average after the consumer group join, from
+//!    the CPU time in `/proc` of transform's process and of this one (the mock broker).
 //! 3. The peak RSS of that transform process under that load (its `VmHWM`, read before it
 //!    is stopped).
 //!
@@ -438,9 +440,11 @@ fn through_broker(topics: &Topics, events: &[Event], counts: &Counts) {
         topics.raw.clone(),
         copy_topic.clone(),
     ));
-    let copied = watcher.until(&[(copy_topic.as_str(), events.len())], || {
-        assert!(!copier.is_finished(), "the copier stopped early");
-    });
+    let copied = watcher.until(
+        &[(copy_topic.as_str(), events.len())],
+        || assert!(!copier.is_finished(), "the copier stopped early"),
+        || Cpu::now(None),
+    );
     runtime.block_on(async { copier.abort() });
     report("copier   ", events.len(), events.len(), &copied);
 
@@ -470,11 +474,16 @@ fn through_broker(topics: &Topics, events: &[Event], counts: &Counts) {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let transformed = watcher.until(&outputs, || {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("transform exited early with {status}");
-        }
-    });
+    let pid = child.id();
+    let transformed = watcher.until(
+        &outputs,
+        || {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("transform exited early with {status}");
+            }
+        },
+        || Cpu::now(Some(pid)),
+    );
     // Its own peak under the load (see `proc_status`), read while it still runs.
     if let Some(status) = child.try_wait().unwrap() {
         panic!("transform exited before its peak RSS was read, with {status}");
@@ -553,12 +562,45 @@ async fn copy(kafka_config: KafkaConfig, from: String, to: String) {
     }
 }
 
-/// When the outputs of one run appeared.
+/// When the outputs of one run appeared, and the CPU time used by then.
 struct Timing {
     /// From the start of the run to the first output.
     first: Duration,
     /// From the start of the run to the last output.
     total: Duration,
+    cpu_at_first: Cpu,
+    cpu_at_end: Cpu,
+}
+
+/// CPU seconds (user and system) used so far by the measured service's own process (none
+/// for the copier, which runs in this one), and by this process: the mock broker, the
+/// watcher, and the copier when it runs.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    service: f64,
+    bench: f64,
+}
+
+impl Cpu {
+    /// What this process and, if given, the service's process have used so far.
+    fn now(service: Option<u32>) -> Self {
+        Self {
+            service: service.and_then(cpu_seconds).unwrap_or(0.0),
+            bench: cpu_seconds(std::process::id()).unwrap_or(0.0),
+        }
+    }
+}
+
+/// The CPU seconds a running process has used, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces:
+    // utime and stime are the 14th and 15th fields of the line, in clock ticks.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_second > 0).then(|| ticks as f64 / per_second as f64)
 }
 
 fn report(who: &str, inputs: usize, outputs: usize, timing: &Timing) {
@@ -571,6 +613,21 @@ fn report(who: &str, inputs: usize, outputs: usize, timing: &Timing) {
         timing.first.as_secs_f64(),
         inputs as f64 / steady.max(1e-9),
     );
+    let service = (timing.cpu_at_end.service - timing.cpu_at_first.service) / steady.max(1e-9);
+    let bench = (timing.cpu_at_end.bench - timing.cpu_at_first.bench) / steady.max(1e-9);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let busy = service + bench;
+    if service > 0.0 {
+        println!(
+            "{who}: after the join {busy:.2} of {cores} cores busy on average: {service:.2} in \
+             its process, {bench:.2} in the benchmark's (mock broker, watcher)"
+        );
+    } else {
+        println!(
+            "{who}: after the join {busy:.2} of {cores} cores busy on average, all in the \
+             benchmark's process (mock broker, watcher, copier)"
+        );
+    }
 }
 
 /// Watches the high watermarks of topics.
@@ -606,9 +663,15 @@ impl Watcher {
     /// that holds its count is not asked again, so transform's three output topics cost
     /// the broker at most twice the copier's one topic in polls, and as much once the
     /// licence states are all written.
-    fn until(&self, expected: &[(&str, usize)], mut check_running: impl FnMut()) -> Timing {
+    fn until(
+        &self,
+        expected: &[(&str, usize)],
+        mut check_running: impl FnMut(),
+        cpu: impl Fn() -> Cpu,
+    ) -> Timing {
         let started = Instant::now();
         let mut first = None;
+        let mut cpu_at_first = Cpu::default();
         let mut waiting = expected.to_vec();
         loop {
             let mut shown = Vec::new();
@@ -616,6 +679,7 @@ impl Watcher {
                 let count = self.count(&[topic]);
                 if count > 0 && first.is_none() {
                     first = Some(started.elapsed());
+                    cpu_at_first = cpu();
                 }
                 shown.push(format!("{count} of {wanted} in {topic}"));
                 count < wanted
@@ -624,6 +688,8 @@ impl Watcher {
                 return Timing {
                     first: first.unwrap_or_default(),
                     total: started.elapsed(),
+                    cpu_at_first,
+                    cpu_at_end: cpu(),
                 };
             }
             assert!(
