@@ -15,8 +15,10 @@
 //! 3. The peak RSS of that transform process under that load (its `VmHWM`, read before it
 //!    is stopped).
 //!
-//! Part 1 also runs the events as the pipeline does, one processor per raw partition on a
-//! pool, with one thread and with one per core, to show how processing scales with cores.
+//! Part 1 also runs the events through one processor per raw partition on a pool,
+//! partitions side by side in bursts, with one thread and with one per core, to show how
+//! processing scales with cores (the pipeline runs each partition as a lane of its own
+//! instead, which the broker part measures).
 //! The orgs fall unevenly on the partitions (by default one of the 6 holds 3 of the 10
 //! orgs), and one partition's events run on one thread, which caps the scaling well below
 //! the number of cores.
@@ -307,9 +309,9 @@ fn in_memory(raw_topic: &str, events: &[Event]) -> Counts {
     counts
 }
 
-/// Part 1b: the same events as the pipeline processes them: one processor per partition
-/// on a pool of `threads` threads, in bursts of 16,384 events made of 2,048-event chunks
-/// of each partition in turn (a stand-in for the consumer's fetches), outputs collected.
+/// Part 1b: the same events through one processor per partition on a pool of `threads`
+/// threads, in bursts of 16,384 events made of 2,048-event chunks of each partition in
+/// turn (a stand-in for the consumer's fetches), outputs collected.
 /// Returns the best rate of three passes, in events per second.
 fn in_memory_partitioned(raw_topic: &str, events: &[Event], threads: usize) -> f64 {
     let mut by_partition: BTreeMap<i32, Vec<Input<'_>>> = BTreeMap::new();

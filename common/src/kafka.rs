@@ -384,7 +384,7 @@ pub fn partition_for(org: &str, partitions: i32) -> i32 {
 
 /// How long a producer whose queue is full is left to drain before a record is offered
 /// again.
-const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
+pub const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
 
 /// Hands a record to the producer, waiting while its queue is full (backpressure) rather
 /// than failing. The returned future resolves when the broker acknowledges the record.

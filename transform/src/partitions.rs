@@ -1,10 +1,14 @@
 //! One [`Processor`] per raw partition, run side by side.
 //!
 //! Every event of an org arrives on one raw partition (ingest keys and partitions them by
-//! org), so partitions share no state. Each gets a processor of its own, and the events
-//! of a burst are processed partition by partition on a small thread pool: within a
-//! partition events keep their order, and across partitions there is no order to keep.
-//! A burst whose events all come from one partition is processed on the calling thread.
+//! org), so partitions share no state. Each gets a processor of its own, run on a small
+//! thread pool: within a partition events keep their order, and across partitions there
+//! is no order to keep. The pipeline takes a partition's processor out to run a batch of
+//! its events as a job of its own ([`PartitionProcessors::take`]); [`process`] runs a
+//! burst of events partition beside partition (a burst of one partition on the calling
+//! thread), for single events and for measuring.
+//!
+//! [`process`]: PartitionProcessors::process
 //!
 //! Known shortcut: if the raw topic gains partitions, an org's events may move to another
 //! partition. Its state then starts over there, as when a rebalance moves a partition to
@@ -14,6 +18,7 @@
 //! module).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use seatwatch_schemas::{LicenseKind, UserState};
@@ -28,7 +33,7 @@ pub struct PartitionProcessors {
     metrics: Metrics,
     encoder: StateEncoder,
     processors: BTreeMap<i32, Processor>,
-    pool: rayon::ThreadPool,
+    pool: Arc<rayon::ThreadPool>,
 }
 
 impl std::fmt::Debug for PartitionProcessors {
@@ -52,6 +57,7 @@ impl PartitionProcessors {
             .num_threads(threads)
             .thread_name(|index| format!("transform-{index}"))
             .build()?;
+        let pool = Arc::new(pool);
         Ok(Self {
             source_topic: source_topic.into(),
             metrics,
@@ -148,6 +154,26 @@ impl PartitionProcessors {
             jobs.into_iter().map(run).collect()
         };
         done.into_iter().flatten().collect()
+    }
+
+    /// Takes `partition`'s processor out (created empty if there is none), to run it on a
+    /// thread of [`pool`](Self::pool); [`put_back`](Self::put_back) returns it. Nothing else
+    /// may ask about the partition meanwhile.
+    pub fn take(&mut self, partition: i32) -> Processor {
+        self.of(partition);
+        self.processors
+            .remove(&partition)
+            .expect("the processor was created above")
+    }
+
+    /// Returns a processor [`take`](Self::take) took out.
+    pub fn put_back(&mut self, partition: i32, processor: Processor) {
+        self.processors.insert(partition, processor);
+    }
+
+    /// The threads that run the processors.
+    pub fn pool(&self) -> Arc<rayon::ThreadPool> {
+        Arc::clone(&self.pool)
     }
 
     /// See [`Processor::committable_offset`].

@@ -23,9 +23,10 @@
 //! replays from the last committed one. The broker must support transactions; tansu 0.6
 //! does not (it lacks `EndTxn`), librdkafka's mock cluster and Kafka do.
 //!
-//! Processing: events are read in bursts of those the consumer already holds, and each
-//! burst's partitions are processed side by side, one [`crate::processor::Processor`] per
-//! raw partition on `processing_threads` threads (see [`crate::partitions`]). Reading,
+//! Processing: each raw partition is a lane with its own [`crate::processor::Processor`]
+//! (see [`crate::partitions`]). Its events run in order on a pool of `processing_threads`
+//! threads, a batch at a time, and a lane that finishes takes the events read for it
+//! meanwhile without waiting for the other lanes (see [`Pipeline::run_lanes`]). Reading,
 //! producing, offsets, flushes and commits stay on this task.
 //!
 //! Rebalances: librdkafka runs rebalance callbacks inside `recv`, on this task. A revoked
@@ -65,8 +66,9 @@
 //! Output partitions are chosen by org with `partition_for`, from the partition counts read
 //! at start; a topic grown while transform runs is picked up at the next start.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
+use std::panic::{resume_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -75,9 +77,9 @@ use prometheus::Registry;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, MessageStream, Rebalance, StreamConsumer,
 };
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -94,7 +96,7 @@ use tokio::time::{self, Instant};
 use crate::config::{Delivery, TransformConfig};
 use crate::metrics::{self, Metrics};
 use crate::partitions::PartitionProcessors;
-use crate::processor::{self, Input, Output, StateEncoder, Target};
+use crate::processor::{self, Input, Output, Processor, StateEncoder, Target};
 
 /// The name transform's Kafka clients and log lines go by.
 const SERVICE: &str = "seatwatch-transform";
@@ -260,6 +262,7 @@ pub async fn run_with(
         metrics,
         raw_topic: topics.raw,
         in_flight: Vec::new(),
+        held: VecDeque::new(),
         processed: BTreeMap::new(),
         committed: BTreeMap::new(),
         flush_interval: Duration::from_millis(config.flush_interval_ms.max(1)),
@@ -472,9 +475,32 @@ impl OutputTopics {
     }
 }
 
-/// The most events handled in one burst, without waiting, of those the consumer holds:
-/// enough that a burst usually spans several partitions, which are processed side by side.
-const BURST: usize = 16384;
+/// The most events read at a time before idle lanes are started: enough to give every
+/// lane a batch worth a thread's while, few enough that the first lanes start at once.
+const READ_AHEAD: usize = 4096;
+
+/// One raw partition's share of a run of [`Pipeline::run_lanes`].
+#[derive(Default)]
+struct Lane<'a> {
+    /// Events read and not yet started.
+    waiting: Vec<BorrowedMessage<'a>>,
+    /// Whether a batch of the partition is being processed.
+    running: bool,
+}
+
+/// A lane's processed batch: its partition, and the processor given back with each event's
+/// offset and outputs, in order, or the panic that stopped it.
+type Batch = (
+    i32,
+    std::thread::Result<(Processor, Vec<(i64, Vec<Output>)>)>,
+);
+
+/// What waits for room in the producer's queue, in order: an output (with the raw
+/// partition of its event), or the mark that an event's outputs are all handed over.
+enum Held {
+    Output(Output, i32),
+    Processed(i32, i64),
+}
 
 /// An output handed to the producer, awaiting the broker's acknowledgement.
 struct Pending {
@@ -495,6 +521,8 @@ struct Pipeline {
     metrics: Metrics,
     raw_topic: String,
     in_flight: Vec<Pending>,
+    /// Outputs waiting for room in the producer's queue (see [`Pipeline::run_lanes`]).
+    held: VecDeque<Held>,
     /// Last processed offset per owned partition.
     processed: BTreeMap<i32, i64>,
     /// Last committed offset per owned partition.
@@ -510,17 +538,17 @@ impl Pipeline {
     /// Receives, processes and produces until shutdown, flushing on the way; then drains.
     ///
     /// The loop waits (for input, the next flush or shutdown) only when the consumer holds
-    /// nothing: once an event arrives, the ones already fetched behind it join it in a
-    /// burst, which the partitions' processors work through side by side before its
-    /// outputs are produced; a timer and a shutdown check are set up once per burst. A
-    /// burst holds no more events than `max_in_flight` has room for, and ends at a
-    /// rebalance, which is applied after the burst's events (read before it) and before
-    /// the flush; an event polled after a rebalance is handled after it is applied.
+    /// nothing: once an event arrives, it and the ones the consumer holds behind it run in
+    /// lanes ([`run_lanes`](Self::run_lanes)) until the consumer runs dry, the next flush
+    /// is due, `max_in_flight` events were read or a rebalance waits; a timer and a
+    /// shutdown check are set up once per such run. A rebalance is applied after the
+    /// events read before it are processed and produced, and before the flush; an event
+    /// polled with it is handled after it is applied.
     async fn run(&mut self, shutdown: &Shutdown) -> Result<(), TransformError> {
         let consumer = Arc::clone(&self.consumer);
+        let context = consumer.context();
         let mut messages = consumer.stream();
         let mut next_flush = Instant::now() + self.flush_interval;
-        let mut burst = Vec::with_capacity(BURST);
         loop {
             // Waiting for input ends at the next flush, so quiet topics still commit.
             let received = tokio::select! {
@@ -530,27 +558,12 @@ impl Pipeline {
             };
             match received {
                 Ok(Some(first)) => {
-                    let room = self.max_in_flight.saturating_sub(self.in_flight.len());
-                    let room = room.clamp(1, BURST);
-                    let mut next = Some(first);
-                    while let Some(received) = next.take() {
-                        match received {
-                            Ok(message) if !consumer.context().rebalanced() => {
-                                burst.push(message);
-                            }
-                            other => {
-                                self.handle_burst(&burst).await?;
-                                burst.clear();
-                                self.receive(other).await?;
-                            }
-                        }
-                        if burst.len() < room {
-                            next = messages.next().now_or_never().flatten();
-                        }
+                    let apart = self.run_lanes(first, &mut messages, context, next_flush)?;
+                    self.send_held().await?;
+                    if let Some(received) = apart {
+                        self.receive(received).await?;
                     }
-                    self.handle_burst(&burst).await?;
-                    burst.clear();
-                    // A poll that ran a rebalance ended the burst without an event; its
+                    // A poll that ran a rebalance ended the run without an event; the
                     // events were read before it, and it is applied before the flush.
                     self.settle_assigned();
                     self.forget_revoked();
@@ -570,6 +583,161 @@ impl Pipeline {
         self.drain().await
     }
 
+    /// Processes what the consumer holds, starting with `first`, until it runs dry, a
+    /// rebalance waits, `max_in_flight` events were read or `until` passes.
+    ///
+    /// Each raw partition is a lane: its events run in order on the processors' pool, one
+    /// batch at a time, and a lane that finishes takes the events read for it meanwhile,
+    /// without waiting for the other lanes. This task reads, starts lanes and hands each
+    /// finished batch's outputs to the producer, in order within the partition. If the
+    /// producer's queue is full, reading stops and the outputs wait in `held` for
+    /// [`send_held`](Self::send_held), so this thread never sleeps on the producer.
+    ///
+    /// Returns what was polled apart from the events: an event polled while a rebalance
+    /// waits, or an error, for [`receive`](Self::receive) once the lanes are done.
+    fn run_lanes<'a>(
+        &mut self,
+        first: KafkaResult<BorrowedMessage<'a>>,
+        messages: &mut MessageStream<'a, TransformContext>,
+        context: &TransformContext,
+        until: Instant,
+    ) -> Result<Option<KafkaResult<BorrowedMessage<'a>>>, TransformError> {
+        let pool = self.processors.pool();
+        let room = self
+            .max_in_flight
+            .saturating_sub(self.in_flight.len())
+            .max(1);
+        let (finished, done) = std::sync::mpsc::channel::<Batch>();
+        let mut lanes: BTreeMap<i32, Lane<'a>> = BTreeMap::new();
+        let mut apart = None;
+        let mut next = Some(first);
+        let mut read = 0;
+        let mut reading = true;
+        let mut running = 0;
+        let mut failure = None;
+
+        pool.in_place_scope(|scope| loop {
+            // Read what the consumer holds, without waiting.
+            let mut read_now = 0;
+            while reading && read_now < READ_AHEAD {
+                let Some(received) = next
+                    .take()
+                    .or_else(|| messages.next().now_or_never().flatten())
+                else {
+                    break;
+                };
+                match received {
+                    Ok(message) if !context.rebalanced() => {
+                        let lane = lanes.entry(message.partition()).or_default();
+                        lane.waiting.push(message);
+                        read += 1;
+                        read_now += 1;
+                    }
+                    other => {
+                        apart = Some(other);
+                        reading = false;
+                    }
+                }
+                if read >= room || context.rebalanced() || Instant::now() >= until {
+                    reading = false;
+                }
+            }
+
+            // Start every idle lane that has events waiting.
+            for (&partition, lane) in &mut lanes {
+                if lane.running || lane.waiting.is_empty() {
+                    continue;
+                }
+                let events = std::mem::take(&mut lane.waiting);
+                let mut processor = self.processors.take(partition);
+                let finished = finished.clone();
+                lane.running = true;
+                running += 1;
+                scope.spawn(move |_| {
+                    // A panic is carried back, so that this task does not wait for a batch
+                    // that never comes; it is raised again there.
+                    let processed = std::panic::catch_unwind(AssertUnwindSafe(move || {
+                        let outputs = events
+                            .iter()
+                            .map(|message| (message.offset(), processor.process(input_of(message))))
+                            .collect();
+                        (processor, outputs)
+                    }));
+                    let _ = finished.send((partition, processed));
+                });
+            }
+            if running == 0 {
+                break;
+            }
+
+            // Take the next finished batch and hand its outputs on, unless producing failed.
+            let (partition, processed) = done.recv().expect("every started lane reports back");
+            let (processor, outputs) = processed.unwrap_or_else(|panic| resume_unwind(panic));
+            running -= 1;
+            if let Some(lane) = lanes.get_mut(&partition) {
+                lane.running = false;
+            }
+            self.processors.put_back(partition, processor);
+            for (offset, outputs) in outputs {
+                if failure.is_some() {
+                    break;
+                }
+                if let Err(error) = self.send_or_hold(partition, offset, outputs) {
+                    failure = Some(error);
+                }
+            }
+            if failure.is_some() || !self.held.is_empty() {
+                reading = false;
+            }
+        });
+
+        self.metrics.set_in_flight(self.in_flight.len());
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(apart),
+        }
+    }
+
+    /// Hands an event's outputs to the producer without waiting, then notes the event as
+    /// processed; what the full queue does not take waits in `held`, in order, and so does
+    /// everything after it.
+    fn send_or_hold(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        outputs: Vec<Output>,
+    ) -> Result<(), TransformError> {
+        for output in outputs {
+            if self.held.is_empty() {
+                if let Some(output) = self.try_produce(output, partition)? {
+                    self.held.push_back(Held::Output(output, partition));
+                }
+            } else {
+                self.held.push_back(Held::Output(output, partition));
+            }
+        }
+        if self.held.is_empty() {
+            self.processed.insert(partition, offset);
+        } else {
+            self.held.push_back(Held::Processed(partition, offset));
+        }
+        Ok(())
+    }
+
+    /// Hands what waits in `held` to the producer, waiting while its queue is full.
+    async fn send_held(&mut self) -> Result<(), TransformError> {
+        while let Some(held) = self.held.pop_front() {
+            match held {
+                Held::Output(output, source) => self.produce(output, source).await?,
+                Held::Processed(partition, offset) => {
+                    self.processed.insert(partition, offset);
+                }
+            }
+        }
+        self.metrics.set_in_flight(self.in_flight.len());
+        Ok(())
+    }
+
     /// Acts on what one poll of the consumer returned, and on the partitions assigned and
     /// revoked while it ran.
     async fn receive(
@@ -586,19 +754,11 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Processes a burst of events, partition beside partition, then hands their outputs to
+    /// Processes a few events (one, polled apart from a run), then hands their outputs to
     /// the producer in order. A full producer queue holds this up, and with it the reading
     /// of input.
     async fn handle_burst(&mut self, burst: &[BorrowedMessage<'_>]) -> Result<(), TransformError> {
-        let inputs: Vec<Input<'_>> = burst
-            .iter()
-            .map(|message| Input {
-                partition: message.partition(),
-                offset: message.offset(),
-                key: message.key(),
-                value: message.payload(),
-            })
-            .collect();
+        let inputs: Vec<Input<'_>> = burst.iter().map(input_of).collect();
         for (index, outputs) in self.processors.process(&inputs) {
             let input = inputs[index];
             for output in outputs {
@@ -610,9 +770,23 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Hands one output to the producer; `source` is the raw partition of its event, which
-    /// places a dead letter whose org is unknown.
+    /// Hands one output to the producer, waiting while its queue is full; `source` is the
+    /// raw partition of its event, which places a dead letter whose org is unknown.
     async fn produce(&mut self, output: Output, source: i32) -> Result<(), TransformError> {
+        let mut output = output;
+        while let Some(back) = self.try_produce(output, source)? {
+            output = back;
+            time::sleep(kafka::QUEUE_FULL_PAUSE).await;
+        }
+        Ok(())
+    }
+
+    /// Hands one output to the producer if its queue has room; gives it back if not.
+    fn try_produce(
+        &mut self,
+        output: Output,
+        source: i32,
+    ) -> Result<Option<Output>, TransformError> {
         let (topic, partitions, label) = self.outputs.of(output.target);
         let partition = match &output.org_id {
             Some(org) => kafka::partition_for(org, partitions),
@@ -629,12 +803,18 @@ impl Pipeline {
             record = record.headers(headers(&output.headers));
         }
 
-        let delivery = kafka::enqueue(&self.producer, record)
-            .await
-            .map_err(|source| TransformError::Delivery {
-                topic: label,
-                source,
-            })?;
+        let delivery = match self.producer.send_result(record) {
+            Ok(delivery) => delivery,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                return Ok(Some(output));
+            }
+            Err((source, _)) => {
+                return Err(TransformError::Delivery {
+                    topic: label,
+                    source,
+                })
+            }
+        };
         self.transaction_has_outputs = true;
         self.in_flight.push(Pending {
             delivery,
@@ -642,7 +822,7 @@ impl Pipeline {
             topic: label,
             tombstone: output.is_tombstone(),
         });
-        Ok(())
+        Ok(None)
     }
 
     /// A consumer error: fatal ones stop transform, the rest librdkafka recovers from.
@@ -1139,6 +1319,16 @@ impl Reader {
             decoded => decoded,
         };
         decoded.map_err(|error| format!("the value does not decode: {error}"))
+    }
+}
+
+/// The processor's view of a message.
+fn input_of<'a>(message: &'a BorrowedMessage<'_>) -> Input<'a> {
+    Input {
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key(),
+        value: message.payload(),
     }
 }
 

@@ -240,3 +240,79 @@ async fn a_small_org_becomes_seat_state_and_a_dead_letter() {
         .expect("transform task does not panic");
     assert!(stopped.is_ok(), "{stopped:?}");
 }
+
+/// With room for one message in the producer's queue, most outputs find it full: they wait
+/// in order while the queue drains, and none is lost, reordered or committed early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_a_full_producer_queue_holds_back_arrive_in_order() {
+    let MockRun {
+        cluster: _cluster,
+        run_id,
+        topics,
+        kafka_config,
+    } = MockRun::start("queue", partitions);
+    let raw_partition = kafka::partition_for(ORG, RAW_PARTITIONS);
+    let events = small_org_sync();
+    produce(&kafka_config, &topics.raw, raw_partition, &events).await;
+
+    let mut transform_kafka = kafka_config.clone();
+    transform_kafka
+        .properties
+        .insert("queue.buffering.max.messages".into(), "1".into());
+    let config = TransformConfig {
+        kafka: transform_kafka,
+        group_id: format!("queue-transform-{run_id}"),
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        flush_interval_ms: 50,
+        max_in_flight: 1_000,
+        ..TransformConfig::default()
+    };
+    let shutdown = Shutdown::new();
+    let transform = tokio::spawn(run(config.clone(), shutdown.clone()));
+
+    let expected = expected_outputs(&topics, &events, raw_partition);
+    let outputs = [
+        (topics.license_state.as_str(), STATE_PARTITIONS),
+        (topics.user_state.as_str(), STATE_PARTITIONS),
+        (topics.dlq.as_str(), DLQ_PARTITIONS),
+    ];
+    let mut reader = OutputReader::new(&kafka_config, &outputs);
+    reader
+        .read_until("every expected output", |got| got.len() >= expected.len())
+        .await;
+    // Each topic holds the processor's outputs for it, in the processor's order.
+    for (target, topic) in [
+        (Target::LicenseState, &topics.license_state),
+        (Target::UserState, &topics.user_state),
+        (Target::Dlq, &topics.dlq),
+    ] {
+        let want: Vec<_> = expected
+            .iter()
+            .filter(|output| output.target == target)
+            .map(|output| (output.key.clone(), output.value.clone()))
+            .collect();
+        let got: Vec<_> = reader
+            .received
+            .iter()
+            .filter(|received| &received.topic == topic)
+            .map(|received| (received.key.clone(), received.value.clone()))
+            .collect();
+        assert_eq!(got, want, "outputs in {topic}");
+    }
+
+    let end = events.len() as i64;
+    await_commit(
+        &kafka_config,
+        &config.group_id,
+        &topics.raw,
+        raw_partition,
+        end,
+    )
+    .await;
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(PATIENCE, transform)
+        .await
+        .expect("transform stops after shutdown")
+        .expect("transform task does not panic");
+    assert!(stopped.is_ok(), "{stopped:?}");
+}
