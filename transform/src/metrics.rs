@@ -70,6 +70,7 @@ pub struct Metrics {
     transactions: IntCounter,
     commit_failures: IntCounter,
     receive_errors: IntCounter,
+    held: IntCounter,
     in_flight: IntGauge,
     assigned_partitions: IntGauge,
     flush_seconds: Histogram,
@@ -173,6 +174,11 @@ impl Metrics {
                 "seatwatch_transform_receive_errors_total",
                 "Non-fatal errors reported by the consumer while receiving.",
             )?,
+            held: IntCounter::new(
+                "seatwatch_transform_outputs_held_total",
+                "Outputs the producer's full queue refused at first; they waited, in order, \
+                 and were produced once it had room (backpressure).",
+            )?,
             in_flight: IntGauge::new(
                 "seatwatch_transform_in_flight",
                 "Outputs handed to the producer and not yet acknowledged.",
@@ -204,6 +210,7 @@ impl Metrics {
         registry.register(Box::new(self.transactions.clone()))?;
         registry.register(Box::new(self.commit_failures.clone()))?;
         registry.register(Box::new(self.receive_errors.clone()))?;
+        registry.register(Box::new(self.held.clone()))?;
         registry.register(Box::new(self.in_flight.clone()))?;
         registry.register(Box::new(self.assigned_partitions.clone()))?;
         registry.register(Box::new(self.flush_seconds.clone()))?;
@@ -286,6 +293,10 @@ impl Metrics {
 
     pub fn receive_failed(&self) {
         self.receive_errors.inc();
+    }
+
+    pub fn output_held(&self) {
+        self.held.inc();
     }
 
     pub fn set_in_flight(&self, count: usize) {

@@ -539,11 +539,12 @@ impl Pipeline {
     ///
     /// The loop waits (for input, the next flush or shutdown) only when the consumer holds
     /// nothing: once an event arrives, it and the ones the consumer holds behind it run in
-    /// lanes ([`run_lanes`](Self::run_lanes)) until the consumer runs dry, the next flush
-    /// is due, `max_in_flight` events were read or a rebalance waits; a timer and a
+    /// lanes ([`run_lanes`](Self::run_lanes)), which read until the consumer runs dry, the
+    /// next flush is due, `max_in_flight` events were read or a rebalance waits, and
+    /// finish what they read (so a flush may come that much late); a timer and a
     /// shutdown check are set up once per such run. A rebalance is applied after the
-    /// events read before it are processed and produced, and before the flush; an event
-    /// polled with it is handled after it is applied.
+    /// events read before it are processed and produced, and before the flush; the first
+    /// event polled after it is handled once it is applied.
     async fn run(&mut self, shutdown: &Shutdown) -> Result<(), TransformError> {
         let consumer = Arc::clone(&self.consumer);
         let context = consumer.context();
@@ -583,18 +584,24 @@ impl Pipeline {
         self.drain().await
     }
 
-    /// Processes what the consumer holds, starting with `first`, until it runs dry, a
-    /// rebalance waits, `max_in_flight` events were read or `until` passes.
+    /// Processes what the consumer holds, starting with `first`. Reading stops when the
+    /// consumer holds nothing more while every lane is idle, when a rebalance waits,
+    /// `max_in_flight` events were read, `until` (the next flush) passes, the producer's
+    /// queue is full or producing failed; the run ends once the lanes have processed
+    /// what was read (after a failure, only the batches already running).
     ///
     /// Each raw partition is a lane: its events run in order on the processors' pool, one
     /// batch at a time, and a lane that finishes takes the events read for it meanwhile,
     /// without waiting for the other lanes. This task reads, starts lanes and hands each
-    /// finished batch's outputs to the producer, in order within the partition. If the
-    /// producer's queue is full, reading stops and the outputs wait in `held` for
-    /// [`send_held`](Self::send_held), so this thread never sleeps on the producer.
+    /// finished batch's outputs to the producer, in order within the partition. Outputs
+    /// the full queue refuses wait in `held`, in order, and are offered again after each
+    /// batch and then by [`send_held`](Self::send_held), which awaits room: the producer
+    /// never puts this thread to sleep. Processing does: this task's thread waits for the
+    /// lanes, as it waited for the pool before.
     ///
-    /// Returns what was polled apart from the events: an event polled while a rebalance
-    /// waits, or an error, for [`receive`](Self::receive) once the lanes are done.
+    /// Returns what was polled apart from the events: the first event polled once a
+    /// rebalance waits, or an error, for [`receive`](Self::receive) once the lanes are
+    /// done.
     fn run_lanes<'a>(
         &mut self,
         first: KafkaResult<BorrowedMessage<'a>>,
@@ -643,8 +650,11 @@ impl Pipeline {
                 }
             }
 
-            // Start every idle lane that has events waiting.
+            // Start every idle lane that has events waiting; after a failure, none.
             for (&partition, lane) in &mut lanes {
+                if failure.is_some() {
+                    lane.waiting.clear();
+                }
                 if lane.running || lane.waiting.is_empty() {
                     continue;
                 }
@@ -678,6 +688,9 @@ impl Pipeline {
                 lane.running = false;
             }
             self.processors.put_back(partition, processor);
+            if let Err(error) = self.try_send_held() {
+                failure.get_or_insert(error);
+            }
             for (offset, outputs) in outputs {
                 if failure.is_some() {
                     break;
@@ -710,9 +723,11 @@ impl Pipeline {
         for output in outputs {
             if self.held.is_empty() {
                 if let Some(output) = self.try_produce(output, partition)? {
+                    self.metrics.output_held();
                     self.held.push_back(Held::Output(output, partition));
                 }
             } else {
+                self.metrics.output_held();
                 self.held.push_back(Held::Output(output, partition));
             }
         }
@@ -720,6 +735,25 @@ impl Pipeline {
             self.processed.insert(partition, offset);
         } else {
             self.held.push_back(Held::Processed(partition, offset));
+        }
+        Ok(())
+    }
+
+    /// Hands what waits in `held` to the producer while its queue has room, without
+    /// waiting.
+    fn try_send_held(&mut self) -> Result<(), TransformError> {
+        while let Some(held) = self.held.pop_front() {
+            match held {
+                Held::Output(output, source) => {
+                    if let Some(output) = self.try_produce(output, source)? {
+                        self.held.push_front(Held::Output(output, source));
+                        break;
+                    }
+                }
+                Held::Processed(partition, offset) => {
+                    self.processed.insert(partition, offset);
+                }
+            }
         }
         Ok(())
     }

@@ -5,13 +5,16 @@
 mod support;
 
 use prometheus::Registry;
+use seatwatch_common::http::Health;
 use seatwatch_common::kafka::{self, Topics};
 use seatwatch_common::Shutdown;
 use seatwatch_schemas::avro::AvroRecord;
 use seatwatch_schemas::{
     EnvelopeKind, LicenseState, RawEnvelope, SfObject, SnapshotEnd, SnapshotMode, UserState,
 };
-use seatwatch_transform::{run, Input, Metrics, Output, Processor, Target, TransformConfig};
+use seatwatch_transform::{
+    run, run_with, Input, Metrics, Output, Processor, Target, TransformConfig,
+};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use support::{await_commit, produce, Event, MockRun, OutputReader, PATIENCE};
@@ -268,7 +271,11 @@ async fn outputs_a_full_producer_queue_holds_back_arrive_in_order() {
         ..TransformConfig::default()
     };
     let shutdown = Shutdown::new();
-    let transform = tokio::spawn(run(config.clone(), shutdown.clone()));
+    let registry = Registry::new();
+    let transform = {
+        let (config, shutdown, registry) = (config.clone(), shutdown.clone(), registry.clone());
+        tokio::spawn(async move { run_with(config, shutdown, &registry, Health::new()).await })
+    };
 
     let expected = expected_outputs(&topics, &events, raw_partition);
     let outputs = [
@@ -280,6 +287,14 @@ async fn outputs_a_full_producer_queue_holds_back_arrive_in_order() {
     reader
         .read_until("every expected output", |got| got.len() >= expected.len())
         .await;
+    // The full queue did refuse outputs, so the order below went through the wait.
+    let held = registry
+        .gather()
+        .iter()
+        .find(|family| family.name() == "seatwatch_transform_outputs_held_total")
+        .map(|family| family.get_metric()[0].get_counter().get_value())
+        .expect("the held-outputs counter is registered");
+    assert!(held > 0.0, "no output waited for the full queue");
     // Each topic holds the processor's outputs for it, in the processor's order.
     for (target, topic) in [
         (Target::LicenseState, &topics.license_state),
