@@ -6,18 +6,19 @@ mod support;
 
 use prometheus::Registry;
 use seatwatch_common::http::Health;
-use seatwatch_common::kafka::{self, Topics};
+use seatwatch_common::kafka::{self, KafkaConfig, Topics};
 use seatwatch_common::Shutdown;
 use seatwatch_schemas::avro::AvroRecord;
 use seatwatch_schemas::{
     EnvelopeKind, LicenseState, RawEnvelope, SfObject, SnapshotEnd, SnapshotMode, UserState,
 };
 use seatwatch_transform::{
-    run, run_with, Input, Metrics, Output, Processor, Target, TransformConfig,
+    run, run_with, Input, Metrics, Output, Processor, Target, TransformConfig, TransformError,
 };
 use serde_json::value::RawValue;
 use serde_json::Value;
 use support::{await_commit, produce, Event, MockRun, OutputReader, PATIENCE};
+use tokio::task::JoinHandle;
 
 const ORG: &str = "00D5g000004XyZwEAK";
 const RAW_PARTITIONS: i32 = 2;
@@ -128,6 +129,42 @@ fn partitions(topics: &Topics, topic: &str) -> i32 {
     }
 }
 
+/// The output topics with their partition counts, as [`OutputReader`] reads them.
+fn output_topics(topics: &Topics) -> [(&str, i32); 3] {
+    [
+        (topics.license_state.as_str(), STATE_PARTITIONS),
+        (topics.user_state.as_str(), STATE_PARTITIONS),
+        (topics.dlq.as_str(), DLQ_PARTITIONS),
+    ]
+}
+
+/// Waits until transform's group has committed `end` on the org's raw partition, then
+/// stops transform and checks that it stopped cleanly.
+async fn commit_then_stop(
+    kafka_config: &KafkaConfig,
+    config: &TransformConfig,
+    raw_topic: &str,
+    end: i64,
+    shutdown: Shutdown,
+    transform: JoinHandle<Result<(), TransformError>>,
+) {
+    let raw_partition = kafka::partition_for(ORG, RAW_PARTITIONS);
+    await_commit(
+        kafka_config,
+        &config.group_id,
+        raw_topic,
+        raw_partition,
+        end,
+    )
+    .await;
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(PATIENCE, transform)
+        .await
+        .expect("transform stops after shutdown")
+        .expect("transform task does not panic");
+    assert!(stopped.is_ok(), "{stopped:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_org_becomes_seat_state_and_a_dead_letter() {
     let MockRun {
@@ -157,12 +194,7 @@ async fn a_small_org_becomes_seat_state_and_a_dead_letter() {
     // partition of each topic.
     let expected = expected_outputs(&topics, &events, raw_partition);
     assert_eq!(expected.len(), 2 + 2 + 1 + 1);
-    let outputs = [
-        (topics.license_state.as_str(), STATE_PARTITIONS),
-        (topics.user_state.as_str(), STATE_PARTITIONS),
-        (topics.dlq.as_str(), DLQ_PARTITIONS),
-    ];
-    let mut reader = OutputReader::new(&kafka_config, &outputs);
+    let mut reader = OutputReader::new(&kafka_config, &output_topics(&topics));
     reader
         .read_until("every expected output", |got| got.len() >= expected.len())
         .await;
@@ -227,21 +259,15 @@ async fn a_small_org_becomes_seat_state_and_a_dead_letter() {
     // Every snapshot ended and every output is acknowledged, so the group's offset reaches
     // the end of the input.
     let end = events.len() as i64;
-    await_commit(
+    commit_then_stop(
         &kafka_config,
-        &config.group_id,
+        &config,
         &topics.raw,
-        raw_partition,
         end,
+        shutdown,
+        transform,
     )
     .await;
-
-    shutdown.cancel();
-    let stopped = tokio::time::timeout(PATIENCE, transform)
-        .await
-        .expect("transform stops after shutdown")
-        .expect("transform task does not panic");
-    assert!(stopped.is_ok(), "{stopped:?}");
 }
 
 /// With room for one message in the producer's queue, most outputs find it full: they wait
@@ -278,12 +304,7 @@ async fn outputs_a_full_producer_queue_holds_back_arrive_in_order() {
     };
 
     let expected = expected_outputs(&topics, &events, raw_partition);
-    let outputs = [
-        (topics.license_state.as_str(), STATE_PARTITIONS),
-        (topics.user_state.as_str(), STATE_PARTITIONS),
-        (topics.dlq.as_str(), DLQ_PARTITIONS),
-    ];
-    let mut reader = OutputReader::new(&kafka_config, &outputs);
+    let mut reader = OutputReader::new(&kafka_config, &output_topics(&topics));
     reader
         .read_until("every expected output", |got| got.len() >= expected.len())
         .await;
@@ -316,18 +337,13 @@ async fn outputs_a_full_producer_queue_holds_back_arrive_in_order() {
     }
 
     let end = events.len() as i64;
-    await_commit(
+    commit_then_stop(
         &kafka_config,
-        &config.group_id,
+        &config,
         &topics.raw,
-        raw_partition,
         end,
+        shutdown,
+        transform,
     )
     .await;
-    shutdown.cancel();
-    let stopped = tokio::time::timeout(PATIENCE, transform)
-        .await
-        .expect("transform stops after shutdown")
-        .expect("transform task does not panic");
-    assert!(stopped.is_ok(), "{stopped:?}");
 }
