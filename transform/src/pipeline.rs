@@ -781,25 +781,23 @@ impl Pipeline {
         // Before any event of a newly assigned partition is processed.
         self.settle_assigned();
         match received {
-            Ok(message) => self.handle_burst(std::slice::from_ref(&message)).await?,
+            Ok(message) => self.handle_one(&message).await?,
             Err(error) => self.receive_failed(error)?,
         }
         self.forget_revoked();
         Ok(())
     }
 
-    /// Processes a few events (one, polled apart from a run), then hands their outputs to
-    /// the producer in order. A full producer queue holds this up, and with it the reading
-    /// of input.
-    async fn handle_burst(&mut self, burst: &[BorrowedMessage<'_>]) -> Result<(), TransformError> {
-        let inputs: Vec<Input<'_>> = burst.iter().map(input_of).collect();
-        for (index, outputs) in self.processors.process(&inputs) {
-            let input = inputs[index];
+    /// Processes one event polled apart from a run, then hands its outputs to the producer
+    /// in order. A full producer queue holds this up, and with it the reading of input.
+    async fn handle_one(&mut self, message: &BorrowedMessage<'_>) -> Result<(), TransformError> {
+        let input = input_of(message);
+        for (_, outputs) in self.processors.process(&[input]) {
             for output in outputs {
                 self.produce(output, input.partition).await?;
             }
-            self.processed.insert(input.partition, input.offset);
         }
+        self.processed.insert(input.partition, input.offset);
         self.metrics.set_in_flight(self.in_flight.len());
         Ok(())
     }
