@@ -69,6 +69,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::panic::{resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -372,11 +373,7 @@ fn create_consumer(
     if client_config.get("partition.assignment.strategy").is_none() {
         client_config.set("partition.assignment.strategy", "cooperative-sticky");
     }
-    let context = TransformContext {
-        inner: ServiceContext { service: SERVICE },
-        revoked: Mutex::new(Vec::new()),
-        assigned: Mutex::new(None),
-    };
+    let context = TransformContext::new();
     client_config
         .create_with_context(context)
         .map_err(|source| TransformError::Client {
@@ -393,25 +390,39 @@ struct TransformContext {
     /// Partitions assigned since the pipeline last looked; `Some` once any assignment
     /// (even an empty one) arrived.
     assigned: Mutex<Option<Vec<i32>>>,
+    /// Whether `assigned` or `revoked` holds something: asked after every event read, so
+    /// it is a flag rather than two locks. It is written only while the lock of what
+    /// changed is held (both locks when something is taken), so it never goes stale.
+    waiting: AtomicBool,
 }
 
 impl TransformContext {
+    fn new() -> Self {
+        Self {
+            inner: ServiceContext { service: SERVICE },
+            revoked: Mutex::new(Vec::new()),
+            assigned: Mutex::new(None),
+            waiting: AtomicBool::new(false),
+        }
+    }
+
     fn take_revoked(&self) -> Vec<i32> {
-        std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|e| e.into_inner()))
+        let assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+        let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        self.waiting.store(assigned.is_some(), Ordering::Release);
+        std::mem::take(&mut *revoked)
     }
 
     /// Whether an assignment or a revocation waits for the pipeline.
     fn rebalanced(&self) -> bool {
-        let assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
-        let revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
-        assigned.is_some() || !revoked.is_empty()
+        self.waiting.load(Ordering::Acquire)
     }
 
     fn take_assigned(&self) -> Option<Vec<i32>> {
-        self.assigned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
+        let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
+        let revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        self.waiting.store(!revoked.is_empty(), Ordering::Release);
+        assigned.take()
     }
 }
 
@@ -433,12 +444,14 @@ impl ConsumerContext for TransformContext {
                 let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
                 let mut assigned = self.assigned.lock().unwrap_or_else(|e| e.into_inner());
                 assigned.get_or_insert_with(Vec::new).extend(partitions);
+                self.waiting.store(true, Ordering::Release);
             }
             Rebalance::Revoke(list) => {
                 tracing::info!(service = SERVICE, partitions = list.count(), "revoked");
                 let partitions = list.elements().iter().map(|e| e.partition()).collect();
                 let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
                 revoked.extend::<Vec<i32>>(partitions);
+                self.waiting.store(true, Ordering::Release);
             }
             Rebalance::Error(error) => {
                 tracing::warn!(service = SERVICE, %error, "rebalance error");
@@ -478,6 +491,11 @@ impl OutputTopics {
 /// The most events read at a time before idle lanes are started: enough to give every
 /// lane a batch worth a thread's while, few enough that the first lanes start at once.
 const READ_AHEAD: usize = 4096;
+
+/// How many events are read between two looks at the clock (which is also looked at once
+/// a finished batch): at a few hundred thousand events a second, about a millisecond,
+/// while a look per event cost a tenth of the time of the thread that reads.
+const CLOCK_EVERY: usize = 256;
 
 /// One raw partition's share of a run of [`Pipeline::run_lanes`].
 #[derive(Default)]
@@ -645,9 +663,14 @@ impl Pipeline {
                         reading = false;
                     }
                 }
-                if read >= room || context.rebalanced() || Instant::now() >= until {
+                let late = read % CLOCK_EVERY == 0 && Instant::now() >= until;
+                if read >= room || context.rebalanced() || late {
                     reading = false;
                 }
+            }
+            // And once a batch, for a run that reads a few events at a time.
+            if reading && Instant::now() >= until {
+                reading = false;
             }
 
             // Start every idle lane that has events waiting; after a failure, none.
