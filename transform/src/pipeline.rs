@@ -604,9 +604,10 @@ impl Pipeline {
 
     /// Processes what the consumer holds, starting with `first`. Reading stops when the
     /// consumer holds nothing more while every lane is idle, when a rebalance waits,
-    /// `max_in_flight` events were read, `until` (the next flush) passes, the producer's
-    /// queue is full or producing failed; the run ends once the lanes have processed
-    /// what was read (after a failure, only the batches already running).
+    /// `max_in_flight` events were read, `until` (the next flush) passes (the clock is read
+    /// every [`CLOCK_EVERY`] events and after each batch), the producer's queue is full or
+    /// producing failed; the run ends once the lanes have processed what was read (after a
+    /// failure, only the batches already running).
     ///
     /// Each raw partition is a lane: its events run in order on the processors' pool, one
     /// batch at a time, and a lane that finishes takes the events read for it meanwhile,
