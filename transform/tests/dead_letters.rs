@@ -149,12 +149,7 @@ async fn rejected_and_flowing(rejected: Rejected) {
     )
     .await;
 
-    shutdown.cancel();
-    let stopped = tokio::time::timeout(PATIENCE, transform)
-        .await
-        .expect("transform stops after shutdown")
-        .expect("transform does not panic");
-    assert!(stopped.is_ok(), "{stopped:?}");
+    stop_cleanly(&shutdown, transform).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,6 @@
 mod support;
 
 use prometheus::Registry;
-use seatwatch_common::http::Health;
 use seatwatch_common::kafka::{self, KafkaConfig, Topics};
 use seatwatch_common::Shutdown;
 use seatwatch_schemas::avro::AvroRecord;
@@ -13,11 +12,11 @@ use seatwatch_schemas::{
     EnvelopeKind, LicenseState, RawEnvelope, SfObject, SnapshotEnd, SnapshotMode, UserState,
 };
 use seatwatch_transform::{
-    run, run_with, Input, Metrics, Output, Processor, Target, TransformConfig, TransformError,
+    run, Input, Metrics, Output, Processor, Target, TransformConfig, TransformError,
 };
 use serde_json::value::RawValue;
 use serde_json::Value;
-use support::{await_commit, produce, Event, MockRun, OutputReader, PATIENCE};
+use support::{await_commit, produce, spawn_transform, stop_cleanly, Event, MockRun, OutputReader};
 use tokio::task::JoinHandle;
 
 const ORG: &str = "00D5g000004XyZwEAK";
@@ -157,12 +156,7 @@ async fn commit_then_stop(
         end,
     )
     .await;
-    shutdown.cancel();
-    let stopped = tokio::time::timeout(PATIENCE, transform)
-        .await
-        .expect("transform stops after shutdown")
-        .expect("transform task does not panic");
-    assert!(stopped.is_ok(), "{stopped:?}");
+    stop_cleanly(&shutdown, transform).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,10 +292,7 @@ async fn outputs_a_full_producer_queue_holds_back_arrive_in_order() {
     };
     let shutdown = Shutdown::new();
     let registry = Registry::new();
-    let transform = {
-        let (config, shutdown, registry) = (config.clone(), shutdown.clone(), registry.clone());
-        tokio::spawn(async move { run_with(config, shutdown, &registry, Health::new()).await })
-    };
+    let transform = spawn_transform(&config, &shutdown, &registry);
 
     let expected = expected_outputs(&topics, &events, raw_partition);
     let mut reader = OutputReader::new(&kafka_config, &output_topics(&topics));

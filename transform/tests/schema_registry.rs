@@ -87,7 +87,5 @@ async fn state_is_written_in_the_confluent_format_with_registered_ids() {
         "{error:?}"
     );
 
-    shutdown.cancel();
-    let stopped = tokio::time::timeout(PATIENCE, transform).await.unwrap();
-    assert!(stopped.unwrap().is_ok());
+    stop_cleanly(&shutdown, transform).await;
 }

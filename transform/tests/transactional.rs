@@ -12,9 +12,8 @@
 mod support;
 
 use prometheus::Registry;
-use seatwatch_common::http::Health;
 use seatwatch_common::Shutdown;
-use seatwatch_transform::{run_with, Delivery, TransformConfig};
+use seatwatch_transform::{Delivery, TransformConfig};
 use support::*;
 
 const ORG: &str = "00D5g000004XyZwEAK";
@@ -45,10 +44,7 @@ async fn run_in(delivery: Delivery) -> (usize, f64) {
     };
     let shutdown = Shutdown::new();
     let registry = Registry::new();
-    let transform = {
-        let (config, shutdown, registry) = (config.clone(), shutdown.clone(), registry.clone());
-        tokio::spawn(async move { run_with(config, shutdown, &registry, Health::new()).await })
-    };
+    let transform = spawn_transform(&config, &shutdown, &registry);
 
     // Consumers of this crate read committed data only, so these outputs were committed.
     let mut reader = OutputReader::new(&kafka_config, &[(&topics.license_state, 1)]);
@@ -63,9 +59,7 @@ async fn run_in(delivery: Delivery) -> (usize, f64) {
         Delivery::Transactional => await_committed_offsets(&registry).await,
     }
 
-    shutdown.cancel();
-    let stopped = tokio::time::timeout(PATIENCE, transform).await.unwrap();
-    assert!(stopped.unwrap().is_ok(), "transform stops cleanly");
+    stop_cleanly(&shutdown, transform).await;
 
     let transactions = counter(&registry, "seatwatch_transform_transactions_total");
     (reader.received.len(), transactions)

@@ -1,6 +1,7 @@
 //! Helpers shared by transform's broker tests: a mock cluster holding a fresh set of
-//! topics, raw events as ingest writes them, a producer for the raw topic, a reader of the output topics, the group's committed offsets, and a
-//! tansu broker on a free loopback port. Everything listens on 127.0.0.1.
+//! topics, raw events as ingest writes them, a producer for the raw topic, transform
+//! started and stopped on a task, a reader of the output topics, the group's committed
+//! offsets, and a tansu broker on a free loopback port. Everything listens on 127.0.0.1.
 
 #![allow(dead_code)] // each test binary uses part of the helpers
 
@@ -11,20 +12,45 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus::Registry;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
+use seatwatch_common::http::Health;
 use seatwatch_common::kafka::{self, KafkaConfig, Topics};
+use seatwatch_common::Shutdown;
 use seatwatch_schemas::{EnvelopeKind, RawEnvelope, SfObject, SnapshotEnd, SnapshotMode};
+use seatwatch_transform::{run_with, TransformConfig, TransformError};
 use serde_json::value::RawValue;
 use serde_json::Value;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// How long any awaited condition may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Starts transform on a task of its own, with its metrics in `registry`.
+pub fn spawn_transform(
+    config: &TransformConfig,
+    shutdown: &Shutdown,
+    registry: &Registry,
+) -> JoinHandle<Result<(), TransformError>> {
+    let (config, shutdown, registry) = (config.clone(), shutdown.clone(), registry.clone());
+    tokio::spawn(async move { run_with(config, shutdown, &registry, Health::new()).await })
+}
+
+/// Stops transform and checks that it stopped in time, without a panic or an error.
+pub async fn stop_cleanly(shutdown: &Shutdown, transform: JoinHandle<Result<(), TransformError>>) {
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(PATIENCE, transform)
+        .await
+        .expect("transform stops after shutdown")
+        .expect("transform does not panic");
+    assert!(stopped.is_ok(), "transform stops cleanly: {stopped:?}");
+}
 
 /// librdkafka's in-process mock cluster holding every topic under a prefix of its own, and
 /// the Kafka settings that reach it.
