@@ -374,11 +374,23 @@ pub async fn topic_partitions(
 /// FNV-1a: stable across releases and platforms, so every producer of every version
 /// agrees on where an org lives.
 pub fn partition_for(org: &str, partitions: i32) -> i32 {
+    partition_of_hash(org_hash(org), partitions)
+}
+
+/// The FNV-1a hash of `org` that [`partition_for`] places it by; a caller placing many
+/// messages hashes on the thread that builds them, and [`partition_of_hash`] finishes.
+pub fn org_hash(org: &str) -> u32 {
     let mut hash: u32 = 0x811c_9dc5;
     for byte in org.as_bytes() {
         hash ^= u32::from(*byte);
         hash = hash.wrapping_mul(0x0100_0193);
     }
+    hash
+}
+
+/// The partition of an org whose [`org_hash`] is `hash`, in a topic of `partitions`
+/// partitions.
+pub fn partition_of_hash(hash: u32, partitions: i32) -> i32 {
     (hash % partitions.max(1) as u32) as i32
 }
 

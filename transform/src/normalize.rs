@@ -150,28 +150,32 @@ pub fn package_license(
     Ok(license_state(observed, pool, seats))
 }
 
-/// A user as Salesforce describes them, with the licences they hold (sorted ids).
+/// A user as Salesforce describes them, with the licences they hold (sorted ids). The
+/// record is taken by value: its strings move into the state instead of being copied.
 pub fn user_state(
     observed: Observed<'_>,
-    record: &UserRecord,
+    record: UserRecord,
     permission_set_licenses: Vec<String>,
     package_licenses: Vec<String>,
 ) -> UserState {
-    let profile = record.profile.as_ref();
-    let license = profile.and_then(|p| p.user_license.as_ref());
+    let (profile_name, user_license_id, license) = match record.profile {
+        Some(profile) => (profile.name, profile.user_license_id, profile.user_license),
+        None => (None, None, None),
+    };
+    let (user_license, license_definition_key) = match license {
+        Some(license) => (license.name, license.license_definition_key),
+        None => (None, None),
+    };
     UserState {
         org_id: observed.org_id.to_owned(),
-        user_id: record.id.clone(),
-        username: record.username.clone(),
+        user_id: record.id,
+        username: record.username,
         active: record.is_active,
-        user_type: record
-            .user_type
-            .clone()
-            .unwrap_or_else(|| "Standard".to_owned()),
-        profile_name: profile.and_then(|p| p.name.clone()),
-        user_license_id: profile.and_then(|p| p.user_license_id.clone()),
-        user_license: license.and_then(|l| l.name.clone()),
-        license_definition_key: license.and_then(|l| l.license_definition_key.clone()),
+        user_type: record.user_type.unwrap_or_else(|| "Standard".to_owned()),
+        profile_name,
+        user_license_id,
+        user_license,
+        license_definition_key,
         last_login_at: record.last_login_date.map(|at| at.timestamp_millis()),
         // LoginHistory's business: the processor fills it in.
         last_activity_at: None,

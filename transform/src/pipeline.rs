@@ -844,8 +844,8 @@ impl Pipeline {
         source: i32,
     ) -> Result<Option<Output>, TransformError> {
         let (topic, partitions, label) = self.outputs.of(output.target);
-        let partition = match &output.org_id {
-            Some(org) => kafka::partition_for(org, partitions),
+        let partition = match output.org_hash {
+            Some(hash) => kafka::partition_of_hash(hash, partitions),
             None => source.rem_euclid(partitions.max(1)),
         };
         let mut record = FutureRecord::<[u8], [u8]>::to(topic).partition(partition);

@@ -59,6 +59,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use foldhash::fast::RandomState;
+use seatwatch_common::kafka::org_hash;
 
 use seatwatch_schemas::records::{license_key, user_key};
 use seatwatch_schemas::salesforce::{
@@ -97,9 +98,10 @@ pub enum Target {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Output {
     pub target: Target,
-    /// The org whose partition the message belongs in; `None` only for a dead letter whose
-    /// org cannot be read at all, which keeps its source partition number instead.
-    pub org_id: Option<String>,
+    /// The [`org_hash`] of the org whose partition the message belongs in, taken here
+    /// rather than on the thread that produces; `None` only for a dead letter whose org
+    /// cannot be read at all, which keeps its source partition number instead.
+    pub org_hash: Option<u32>,
     /// The key. Optional because a dead letter keeps its original key, which may be null.
     pub key: Option<Vec<u8>>,
     /// The Avro value, the original bytes of a dead letter, or `None` for a tombstone.
@@ -112,7 +114,7 @@ impl Output {
     fn state(target: Target, org_id: &str, key: String, value: Vec<u8>) -> Self {
         Self {
             target,
-            org_id: Some(org_id.to_owned()),
+            org_hash: Some(org_hash(org_id)),
             key: Some(key.into_bytes()),
             value: Some(value),
             headers: Vec::new(),
@@ -122,7 +124,7 @@ impl Output {
     fn tombstone(target: Target, org_id: &str, key: String) -> Self {
         Self {
             target,
-            org_id: Some(org_id.to_owned()),
+            org_hash: Some(org_hash(org_id)),
             key: Some(key.into_bytes()),
             value: None,
             headers: Vec::new(),
@@ -534,7 +536,7 @@ impl Processor {
         });
         Output {
             target: Target::Dlq,
-            org_id: org_id.map(str::to_owned).or_else(|| org_of_key(input.key)),
+            org_hash: org_id.or_else(|| org_of_key(input.key)).map(org_hash),
             key: input.key.map(<[u8]>::to_vec),
             value,
             headers,
@@ -603,7 +605,7 @@ impl OrgState {
             }
             SfObject::User => {
                 let record = self.parse(&event, body, |r: &UserRecord| &r.id)?;
-                self.on_user(observed, &record, encoder)
+                self.on_user(observed, record, encoder)
             }
             SfObject::LoginHistory => {
                 let record = self.parse(&event, body, |r: &LoginHistoryRecord| &r.id)?;
@@ -680,21 +682,22 @@ impl OrgState {
     fn on_user(
         &mut self,
         observed: Observed<'_>,
-        record: &UserRecord,
+        record: UserRecord,
         encoder: &StateEncoder,
     ) -> Result<Vec<Output>, Rejection> {
         let permission_sets = self.holdings(SfObject::PermissionSetLicenseAssign, &record.id);
         let packages = self.holdings(SfObject::UserPackageLicense, &record.id);
         let mut state = normalize::user_state(observed, record, permission_sets, packages);
+        let user_id = &state.user_id;
         // Activity never moves backwards: what LoginHistory said, or what was published.
-        let published = self.users.get(&record.id).and_then(|u| u.last_activity_at);
-        state.last_activity_at = self.activity.get(&record.id).copied().max(published);
+        let published = self.users.get(user_id).and_then(|u| u.last_activity_at);
+        state.last_activity_at = self.activity.get(user_id).copied().max(published);
         let output = encoder.user_output(&state)?;
-        self.restored_users.remove(&record.id);
-        match self.users.get_mut(&record.id) {
+        self.restored_users.remove(&state.user_id);
+        match self.users.get_mut(&state.user_id) {
             Some(known) => **known = state,
             None => {
-                self.users.insert(record.id.clone(), Box::new(state));
+                self.users.insert(state.user_id.clone(), Box::new(state));
             }
         }
         Ok(vec![output])
@@ -1073,10 +1076,10 @@ fn key_matches(key: &[u8], envelope: &Envelope<'_>, record_id: Option<&str>) -> 
 
 /// The org segment of a raw key (`org/object/id`), for placing a dead letter whose
 /// envelope cannot be read.
-fn org_of_key(key: Option<&[u8]>) -> Option<String> {
+fn org_of_key(key: Option<&[u8]>) -> Option<&str> {
     let text = std::str::from_utf8(key?).ok()?;
     let org = text.split('/').next()?;
-    (!org.is_empty()).then(|| org.to_owned())
+    (!org.is_empty()).then_some(org)
 }
 
 #[cfg(test)]

@@ -201,7 +201,7 @@ fn user_licenses_normalise() {
     let mut feed = Feed::new();
     let outputs = feed.full(SYNC_1, SfObject::UserLicense, &user_licenses());
     assert_eq!(outputs.len(), 6);
-    assert!(outputs.iter().all(|o| o.org_id.as_deref() == Some(ORG)));
+    assert!(outputs.iter().all(|o| o.org_hash == Some(org_hash(ORG))));
 
     let salesforce = license(find(&outputs, &format!("{ORG}/user/1005g0000000001AAA")));
     assert_eq!(
@@ -821,10 +821,10 @@ fn dead_letters_are_placed_by_org_when_it_can_be_read() {
     let org_of = |name: &str| {
         let bad = cases.iter().find(|c| c.name == name).unwrap();
         let outputs = Feed::new().send(bad.key.as_deref(), bad.value.as_deref());
-        outputs[0].org_id.clone()
+        outputs[0].org_hash
     };
-    assert_eq!(org_of("missing field").as_deref(), Some(ORG));
-    assert_eq!(org_of("not json").as_deref(), Some("x"));
+    assert_eq!(org_of("missing field"), Some(org_hash(ORG)));
+    assert_eq!(org_of("not json"), Some(org_hash("x")));
     assert_eq!(org_of("no org"), None);
 }
 
