@@ -9,11 +9,13 @@
 //! - [`processor`]: the state machine holding every rule, synchronous and free of I/O.
 //! - [`partitions`]: one processor per raw partition, run side by side.
 //! - [`normalize`] and [`validate`]: record-level mapping and error explanations.
-//! - [`pipeline`]: the Kafka loop around it: delivery, offsets, rebalances, shutdown.
+//! - [`pipeline`]: the Kafka loop around it: delivery, offsets, rebalances, shutdown;
+//!   [`batch`] packs a lane's outputs for the thread that produces them.
 //! - [`metrics`], [`dlq`], [`config`]: metrics, the dead-letter vocabulary, configuration.
 //!
 //! Ingest owns fetching from Salesforce; alert owns what the seat state means.
 
+pub mod batch;
 pub mod config;
 pub mod dlq;
 pub mod metrics;

@@ -94,6 +94,7 @@ use seatwatch_schemas::avro::AvroRecord;
 use seatwatch_schemas::{Encoder, EncodingError, LicenseState, UserState};
 use tokio::time::{self, Instant};
 
+use crate::batch::{OutputRef, Packed};
 use crate::config::{Delivery, TransformConfig};
 use crate::metrics::{self, Metrics};
 use crate::partitions::PartitionProcessors;
@@ -508,10 +509,7 @@ struct Lane<'a> {
 
 /// A lane's processed batch: its partition, and the processor given back with each event's
 /// offset and outputs, in order, or the panic that stopped it.
-type Batch = (
-    i32,
-    std::thread::Result<(Processor, Vec<(i64, Vec<Output>)>)>,
-);
+type Batch = (i32, std::thread::Result<(Processor, Packed)>);
 
 /// What waits for room in the producer's queue, in order: an output (with the raw
 /// partition of its event), or the mark that an event's outputs are all handed over.
@@ -691,11 +689,11 @@ impl Pipeline {
                     // A panic is carried back, so that this task does not wait for a batch
                     // that never comes; it is raised again there.
                     let processed = std::panic::catch_unwind(AssertUnwindSafe(move || {
-                        let outputs = events
-                            .iter()
-                            .map(|message| (message.offset(), processor.process(input_of(message))))
-                            .collect();
-                        (processor, outputs)
+                        let mut packed = Packed::default();
+                        for message in &events {
+                            packed.push(message.offset(), processor.process(input_of(message)));
+                        }
+                        (processor, packed)
                     }));
                     let _ = finished.send((partition, processed));
                 });
@@ -715,7 +713,7 @@ impl Pipeline {
             if let Err(error) = self.try_send_held() {
                 failure.get_or_insert(error);
             }
-            for (offset, outputs) in outputs {
+            for (offset, outputs) in outputs.events() {
                 if failure.is_some() {
                     break;
                 }
@@ -738,21 +736,17 @@ impl Pipeline {
     /// Hands an event's outputs to the producer without waiting, then notes the event as
     /// processed; what the full queue does not take waits in `held`, in order, and so does
     /// everything after it.
-    fn send_or_hold(
+    fn send_or_hold<'o>(
         &mut self,
         partition: i32,
         offset: i64,
-        outputs: Vec<Output>,
+        outputs: impl Iterator<Item = OutputRef<'o>>,
     ) -> Result<(), TransformError> {
         for output in outputs {
-            if self.held.is_empty() {
-                if let Some(output) = self.try_produce(output, partition)? {
-                    self.metrics.output_held();
-                    self.held.push_back(Held::Output(output, partition));
-                }
-            } else {
+            if !self.held.is_empty() || !self.try_produce(output, partition)? {
                 self.metrics.output_held();
-                self.held.push_back(Held::Output(output, partition));
+                self.held
+                    .push_back(Held::Output(output.to_output(), partition));
             }
         }
         if self.held.is_empty() {
@@ -769,7 +763,7 @@ impl Pipeline {
         while let Some(held) = self.held.pop_front() {
             match held {
                 Held::Output(output, source) => {
-                    if let Some(output) = self.try_produce(output, source)? {
+                    if !self.try_produce((&output).into(), source)? {
                         self.held.push_front(Held::Output(output, source));
                         break;
                     }
@@ -829,40 +823,34 @@ impl Pipeline {
     /// Hands one output to the producer, waiting while its queue is full; `source` is the
     /// raw partition of its event, which places a dead letter whose org is unknown.
     async fn produce(&mut self, output: Output, source: i32) -> Result<(), TransformError> {
-        let mut output = output;
-        while let Some(back) = self.try_produce(output, source)? {
-            output = back;
+        while !self.try_produce((&output).into(), source)? {
             time::sleep(kafka::QUEUE_FULL_PAUSE).await;
         }
         Ok(())
     }
 
-    /// Hands one output to the producer if its queue has room; gives it back if not.
-    fn try_produce(
-        &mut self,
-        output: Output,
-        source: i32,
-    ) -> Result<Option<Output>, TransformError> {
+    /// Hands one output to the producer if its queue has room; whether it did.
+    fn try_produce(&mut self, output: OutputRef<'_>, source: i32) -> Result<bool, TransformError> {
         let (topic, partitions, label) = self.outputs.of(output.target);
         let partition = match output.org_hash {
             Some(hash) => kafka::partition_of_hash(hash, partitions),
             None => source.rem_euclid(partitions.max(1)),
         };
         let mut record = FutureRecord::<[u8], [u8]>::to(topic).partition(partition);
-        if let Some(key) = &output.key {
-            record = record.key(key.as_slice());
+        if let Some(key) = output.key {
+            record = record.key(key);
         }
-        if let Some(value) = &output.value {
-            record = record.payload(value.as_slice());
+        if let Some(value) = output.value {
+            record = record.payload(value);
         }
         if !output.headers.is_empty() {
-            record = record.headers(headers(&output.headers));
+            record = record.headers(headers(output.headers));
         }
 
         let delivery = match self.producer.send_result(record) {
             Ok(delivery) => delivery,
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                return Ok(Some(output));
+                return Ok(false);
             }
             Err((source, _)) => {
                 return Err(TransformError::Delivery {
@@ -878,7 +866,7 @@ impl Pipeline {
             topic: label,
             tombstone: output.is_tombstone(),
         });
-        Ok(None)
+        Ok(true)
     }
 
     /// A consumer error: fatal ones stop transform, the rest librdkafka recovers from.
