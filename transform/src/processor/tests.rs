@@ -1418,16 +1418,23 @@ fn holdings_of<'a>(
 
 proptest::proptest! {
     /// Snapshots of a few users and licences, full or incremental, with rows that move
-    /// between users, are revoked, repeat a grant or vanish: after each, the index equals
-    /// one rebuilt from the rows, and every user whose holdings changed was noted with what
-    /// they held before.
+    /// between users, are revoked, repeat a grant, vanish or arrive dead-lettered: after
+    /// each, the rows are what the snapshot says (a full one keeps only its rows and, with
+    /// their previous value, the dead-lettered ones), the index equals one rebuilt from the
+    /// rows, and every user whose holdings changed was noted with what they held before.
     #[test]
     fn the_holdings_index_follows_the_rows(
         snapshots in proptest::collection::vec(
             (
                 proptest::bool::ANY,
                 proptest::collection::vec(
-                    (0..12u8, 0..5u8, 0..4u8, proptest::option::of(proptest::bool::ANY)),
+                    (
+                        0..12u8,
+                        0..5u8,
+                        0..4u8,
+                        proptest::option::of(proptest::bool::ANY),
+                        proptest::bool::weighted(0.2),
+                    ),
                     0..12,
                 ),
             ),
@@ -1436,24 +1443,44 @@ proptest::proptest! {
     ) {
         let mut assignments = Assignments::default();
         for (full, rows) in snapshots {
-            let before = holdings_of(assignments.rows.values());
-            let rows: BTreeMap<String, Assignment> = rows
-                .into_iter()
-                .map(|(id, user, license, revoked)| {
+            let before = holdings_of(assignments.rows.values().map(|(row, _)| row));
+            let mut dead_lettered = IdSet::default();
+            let mut valid: BTreeMap<String, Assignment> = BTreeMap::new();
+            for (id, user, license, revoked, dead) in rows {
+                let id = format!("a{id}");
+                if dead {
+                    valid.remove(&id);
+                    dead_lettered.insert(id);
+                } else {
+                    dead_lettered.remove(&id);
                     let row = Assignment::new(format!("u{user}"), format!("l{license}"), revoked);
-                    (format!("a{id}"), row)
-                })
+                    valid.insert(id, row);
+                }
+            }
+            let mut expected: BTreeMap<String, Assignment> = assignments
+                .rows
+                .iter()
+                .filter(|(id, _)| !full || dead_lettered.contains(*id))
+                .map(|(id, (row, _))| (id.clone(), row.clone()))
                 .collect();
+            expected.extend(valid.clone());
 
             let mut touched = Touched::default();
-            if full {
-                assignments.retain(|id| rows.contains_key(id), &mut touched);
-            }
-            for (id, row) in rows {
+            assignments.begin_snapshot();
+            for (id, row) in valid {
                 assignments.put(id, row, &mut touched);
             }
+            if full {
+                assignments.retain_put(|id| dead_lettered.contains(id), &mut touched);
+            }
 
-            let after = holdings_of(assignments.rows.values());
+            let rows: BTreeMap<String, Assignment> = assignments
+                .rows
+                .iter()
+                .map(|(id, (row, _))| (id.clone(), row.clone()))
+                .collect();
+            proptest::prop_assert_eq!(&rows, &expected);
+            let after = holdings_of(rows.values());
             let index: BTreeMap<String, Vec<String>> = assignments
                 .by_user
                 .keys()
