@@ -8,7 +8,9 @@
 //! (to know which licences each user holds), the last state of each user (to re-publish it
 //! when only their assignments change), and the snapshots still open: per object, the sync
 //! being read, the offset of its first event, the ids seen so far and the assignment rows
-//! buffered until the snapshot's end marker says they are complete.
+//! buffered until the snapshot's end marker says they are complete (a valid row's id is
+//! kept with the row rather than among the ids seen, and the rows a full snapshot lacks
+//! are found by marking each row with the last snapshot that put it).
 //!
 //! Rules worth knowing:
 //! - Tombstones are written only at the end marker of a *complete* full snapshot: one whose
