@@ -61,8 +61,8 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use foldhash::fast::RandomState;
-use seatwatch_common::kafka::org_hash;
 
+use seatwatch_common::kafka::org_hash;
 use seatwatch_schemas::records::{license_key, user_key};
 use seatwatch_schemas::salesforce::{
     LoginHistoryRecord, PackageLicenseRecord, PermissionSetLicenseAssignRecord,
@@ -348,8 +348,8 @@ struct OpenSnapshot {
     /// Records with a readable id, dead-lettered ones included.
     records: u64,
     /// Ids of those records, but for the valid rows of an assignment object, whose ids
-    /// are kept with them in `buffered`, and for logins, whose snapshots remove nothing:
-    /// copying every row's id into a set cost more than a tenth of processing.
+    /// are kept with them in `buffered`, and for logins, whose snapshots remove nothing
+    /// (copying every row's id into a set was some 6% of processing in memory).
     seen: IdSet,
     /// Valid assignment rows, applied at the end marker.
     buffered: Vec<(String, Assignment)>,
