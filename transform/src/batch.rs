@@ -3,11 +3,12 @@
 //! A lane processes its events on a pool thread, and the pipeline's own thread hands the
 //! outputs to the producer, which copies each key and value. Handed over as they come
 //! from the processor, every output's key, value and list would be allocated on one thread
-//! and freed on the other, and a free across threads costs the allocator several times a
-//! local one: in a profile under load they were about a fifth of the producing thread's
-//! time. [`Packed`] copies the keys and values of a batch into one buffer on the pool
+//! and freed on the other, and a free across threads costs the allocator more than a local
+//! one. [`Packed`] copies the keys and values of a batch into one buffer on the pool
 //! thread, where the outputs are then freed, so the producing thread frees a few buffers
-//! a batch instead of three or four allocations an output.
+//! a batch instead of three or four allocations an output. In the broker benchmark on two
+//! cores, transform ran at a median 565,000 events a second after the join with packing
+//! and 547,000 without (six runs each, taken one after the other).
 
 use std::ops::Range;
 
