@@ -519,6 +519,39 @@ fn assignment_change_reemits_the_user_sorted_and_without_revoked() {
 }
 
 #[test]
+fn a_user_whose_new_state_cannot_be_encoded_is_dead_lettered_and_keeps_the_published_one() {
+    let mut feed = Feed::new();
+    let assigns = fixture!("query_permissionsetlicenseassign.json");
+    feed.full(SYNC_1, SfObject::PermissionSetLicenseAssign, &assigns);
+    feed.full(SYNC_1, SfObject::UserPackageLicense, &[]);
+    let users = fixture!("query_user_with_profile_license.json");
+    let first = feed.full(SYNC_1, SfObject::User, &users);
+    let avery = "0055g00000QrStUAAV";
+    let published = first
+        .iter()
+        .map(user)
+        .find(|state| state.user_id == avery)
+        .expect("Avery is published");
+    assert!(!published.permission_set_licenses.is_empty());
+
+    // An encoder told of no schema refuses every state (and never does I/O).
+    let refusing = Encoder::from_url(Some("http://127.0.0.1:9")).unwrap();
+    feed.processor.encoder = StateEncoder::new(refusing, "l".into(), "u".into());
+    let second = feed.full(SYNC_2, SfObject::User, &users);
+    assert_eq!(second.len(), users.len(), "{second:?}");
+    for letter in &second {
+        assert_eq!(letter.target, Target::Dlq);
+        assert_eq!(header(letter, HEADER_ERROR_CLASS), "encode_failed");
+        assert!(header(letter, HEADER_ERROR_MESSAGE).contains("does not encode"));
+    }
+
+    // Nothing was tombstoned (every record counted), and Avery's state is what was
+    // published, not the state that failed.
+    let kept = &feed.processor.orgs[ORG].users[avery];
+    assert_eq!(**kept, published);
+}
+
+#[test]
 fn assignment_change_for_an_unknown_user_emits_nothing() {
     let mut feed = Feed::new();
     let assigns = fixture!("query_permissionsetlicenseassign.json");
