@@ -463,14 +463,22 @@ fn assign(id: &str, user_id: &str, license_id: &str, revoked: Option<bool>) -> V
     })
 }
 
-#[test]
-fn assignment_change_reemits_the_user_sorted_and_without_revoked() {
+/// A feed after a first full sync of the fixtures' permission-set licence assignments, no
+/// package licence assignments, and the fixtures' users; with the assignment and user
+/// records, and what the users' snapshot published.
+fn synced_with_assignments() -> (Feed, Vec<Value>, Vec<Value>, Vec<Output>) {
     let mut feed = Feed::new();
     let assigns = fixture!("query_permissionsetlicenseassign.json");
     feed.full(SYNC_1, SfObject::PermissionSetLicenseAssign, &assigns);
     feed.full(SYNC_1, SfObject::UserPackageLicense, &[]);
     let users = fixture!("query_user_with_profile_license.json");
-    feed.full(SYNC_1, SfObject::User, &users);
+    let published = feed.full(SYNC_1, SfObject::User, &users);
+    (feed, assigns, users, published)
+}
+
+#[test]
+fn assignment_change_reemits_the_user_sorted_and_without_revoked() {
+    let (mut feed, assigns, _, _) = synced_with_assignments();
 
     // Avery gains a third licence, listed first; the integration user's only one is
     // revoked; Blake (no assignments either time) must not be re-emitted.
@@ -520,12 +528,7 @@ fn assignment_change_reemits_the_user_sorted_and_without_revoked() {
 
 #[test]
 fn a_user_whose_new_state_cannot_be_encoded_is_dead_lettered_and_keeps_the_published_one() {
-    let mut feed = Feed::new();
-    let assigns = fixture!("query_permissionsetlicenseassign.json");
-    feed.full(SYNC_1, SfObject::PermissionSetLicenseAssign, &assigns);
-    feed.full(SYNC_1, SfObject::UserPackageLicense, &[]);
-    let users = fixture!("query_user_with_profile_license.json");
-    let first = feed.full(SYNC_1, SfObject::User, &users);
+    let (mut feed, _, users, first) = synced_with_assignments();
     let avery = "0055g00000QrStUAAV";
     let published = first
         .iter()
