@@ -46,9 +46,9 @@ pub struct OutputRef<'a> {
 }
 
 impl OutputRef<'_> {
-    /// Whether this is a tombstone on a state topic (a dead letter of a null value is not).
+    /// See [`Output::is_tombstone`].
     pub fn is_tombstone(&self) -> bool {
-        self.target != Target::Dlq && self.value.is_none()
+        Output::is_tombstone_of(self.target, self.value)
     }
 
     /// An owned copy, for an output that must wait for room in the producer's queue.

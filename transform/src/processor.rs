@@ -135,7 +135,12 @@ impl Output {
 
     /// Whether this is a tombstone on a state topic (a dead letter of a null value is not).
     pub fn is_tombstone(&self) -> bool {
-        self.target != Target::Dlq && self.value.is_none()
+        Self::is_tombstone_of(self.target, self.value.as_deref())
+    }
+
+    /// Whether a message to `target` with `value` is a tombstone; the one place that says.
+    pub(crate) fn is_tombstone_of(target: Target, value: Option<&[u8]>) -> bool {
+        target != Target::Dlq && value.is_none()
     }
 }
 
