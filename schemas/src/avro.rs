@@ -23,18 +23,17 @@
 //! The Confluent wire format and the registry live in [`crate::encoding`]; this module
 //! offers the bare datum to it ([`AvroCodec::encode_datum`]).
 //!
-//! Encoding writes the datum straight from serde into the output buffer, along the schema
-//! (apache-avro's `write_avro_datum_ref`), with no intermediate generic `Value`: the generic
-//! path (`to_value`, `resolve`, `to_avro_datum`) cost several times as much and dominated
-//! transform's profile. The direct writer takes struct fields and enum variants in
-//! declaration order, so each Rust type must declare them in its schema's order; a property
-//! test holds every record to byte equality with the generic path
-//! ([`AvroCodec::encode_datum_generic`]). A schema that refers to a named type by name
-//! (none of seatwatch's do today) falls back to the generic path, which resolves names.
+//! Encoding writes the datum straight from serde into the output buffer, along a copy of
+//! the current schema that serde_avro_fast has resolved once (record fields in order,
+//! named types linked), with no intermediate generic `Value` and no lookup by field name
+//! per value. apache-avro's generic path (`to_value`, `resolve`, `to_avro_datum`) cost
+//! several times as much and dominated transform's profile; its own direct writer
+//! (`write_avro_datum_ref`) still spent half its time finding each field by name. The
+//! generic path stays as the reference: a property test holds every record to byte
+//! equality with it ([`AvroCodec::encode_datum_generic`]). Decoding stays with
+//! apache-avro, which resolves values written with older published schemas.
 
-use apache_avro::{
-    from_avro_datum, from_value, to_avro_datum, to_value, write_avro_datum_ref, Schema,
-};
+use apache_avro::{from_avro_datum, from_value, to_avro_datum, to_value, Schema};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -79,9 +78,8 @@ pub struct AvroCodec {
     /// Every fingerprint a value may carry (the specification's and apache-avro 0.21's
     /// for each writer), with the index of its writer.
     known: Vec<([u8; 8], usize)>,
-    /// Whether the current schema can be written straight from serde: it refers to no
-    /// named type by name, so the direct writer needs no table of names.
-    direct: bool,
+    /// The current schema as serde_avro_fast resolved it, for writing datums.
+    datum_writer: serde_avro_fast::Schema,
 }
 
 impl AvroCodec {
@@ -94,12 +92,14 @@ impl AvroCodec {
     pub fn with_history(schema_json: &str, published: &[&str]) -> Result<Self, AvroError> {
         let current = parse(schema_json)?;
         let fingerprint = self::fingerprint(&current);
-        let direct = !refers_by_name(&current);
+        let datum_writer = schema_json
+            .parse()
+            .map_err(|e: serde_avro_fast::schema::SchemaError| AvroError::Schema(e.to_string()))?;
         let mut codec = Self {
             writers: Vec::new(),
             fingerprint,
             known: Vec::new(),
-            direct,
+            datum_writer,
         };
         codec.learn(current)?;
         for text in published {
@@ -156,14 +156,11 @@ impl AvroCodec {
         Ok(out)
     }
 
-    /// Appends `value`'s datum to `out`: straight from serde when the schema allows it,
-    /// else through the generic path. On error `out` may hold a partial datum.
+    /// Appends `value`'s datum to `out`, straight from serde. On error `out` may hold a
+    /// partial datum.
     pub fn write_datum<T: Serialize>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), AvroError> {
-        if !self.direct {
-            out.extend_from_slice(&self.encode_datum_generic(value)?);
-            return Ok(());
-        }
-        write_avro_datum_ref(self.schema(), value, out)
+        let mut config = serde_avro_fast::ser::SerializerConfig::new(&self.datum_writer);
+        serde_avro_fast::to_datum(value, out, &mut config)
             .map(drop)
             .map_err(|e| AvroError::Encode(e.to_string()))
     }
@@ -236,18 +233,6 @@ impl AvroCodec {
 /// Room reserved for one encoded value: every seat-state value fits, so encoding
 /// allocates once.
 const ENCODE_CAPACITY: usize = 512;
-
-/// Whether `schema` refers anywhere to a named type by its name.
-fn refers_by_name(schema: &Schema) -> bool {
-    match schema {
-        Schema::Ref { .. } => true,
-        Schema::Record(record) => record.fields.iter().any(|f| refers_by_name(&f.schema)),
-        Schema::Union(union) => union.variants().iter().any(refers_by_name),
-        Schema::Array(array) => refers_by_name(&array.items),
-        Schema::Map(map) => refers_by_name(&map.types),
-        _ => false,
-    }
-}
 
 fn parse(schema_json: &str) -> Result<Schema, AvroError> {
     Schema::parse_str(schema_json).map_err(|e| AvroError::Schema(e.to_string()))
