@@ -148,14 +148,19 @@ pub fn deserialize_datetime<'de, D: Deserializer<'de>>(
         }
 
         fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
-            match DateTime::parse_from_rfc3339(text) {
-                Ok(at) => Ok(at.with_timezone(&Utc)),
-                Err(_) => text.parse().map_err(E::custom),
-            }
+            parse_rfc3339(text).map_err(E::custom)
         }
     }
 
     deserializer.deserialize_str(Rfc3339)
+}
+
+/// Parses an RFC 3339 datetime as [`deserialize_datetime`] does.
+pub fn parse_rfc3339(text: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+    match DateTime::parse_from_rfc3339(text) {
+        Ok(at) => Ok(at.with_timezone(&Utc)),
+        Err(_) => text.parse(),
+    }
 }
 
 impl RawEnvelope {

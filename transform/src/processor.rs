@@ -77,7 +77,7 @@ use serde::de::DeserializeOwned;
 use crate::dlq::{self, ErrorClass, Rejection, Source};
 use crate::metrics::{Metrics, SnapshotOutcome};
 use crate::normalize::{self, Observed};
-use crate::validate::{self, Envelope, FromTyped, TypedRecord};
+use crate::validate::{self, Envelope, FromTyped, LastFetchedAt, TypedRecord};
 
 /// One event read from the raw topic.
 #[derive(Clone, Copy, Debug)]
@@ -160,6 +160,8 @@ pub struct Processor {
     orgs: IdMap<OrgState>,
     /// Whether a live event has been processed; state is restored only before that.
     live: bool,
+    /// The `fetched_at` of the last event read, which the next usually repeats.
+    last_fetched_at: LastFetchedAt,
 }
 
 /// What the processor knows about one org.
@@ -195,9 +197,9 @@ struct Assignments {
     rows: IdMap<(Assignment, u64)>,
     /// How many snapshots were applied: the number of the one being applied.
     applied: u64,
-    /// Per user, the licence ids their rows grant (revoked rows excluded) with the number
-    /// of rows granting each; derived from `rows`.
-    by_user: IdMap<BTreeMap<String, u32>>,
+    /// Per user, the licence ids their rows grant (revoked rows excluded); derived from
+    /// `rows`.
+    by_user: IdMap<Holdings>,
     /// Whether a complete full snapshot was applied, so that `rows` holds every row.
     complete: bool,
 }
@@ -205,19 +207,30 @@ struct Assignments {
 /// The users whose holdings a snapshot touched, with what they held before it.
 type Touched = IdMap<Vec<String>>;
 
+/// The licence ids one user's rows grant, in order, each with the number of rows granting
+/// it. A sorted vector rather than an ordered map: a user holds a handful of licences, so
+/// a search in a few contiguous entries beats walking tree nodes, and an empty holding
+/// allocates nothing.
+type Holdings = Vec<(String, u32)>;
+
+/// Where `license_id` is in `holdings`, or where it would go.
+fn find_holding(holdings: &Holdings, license_id: &str) -> Result<usize, usize> {
+    holdings.binary_search_by(|(held, _)| held.as_str().cmp(license_id))
+}
+
 impl Assignments {
     /// The licence ids `user_id` holds, in order.
     fn held(&self, user_id: &str) -> Vec<String> {
         self.by_user
             .get(user_id)
-            .map(|ids| ids.keys().cloned().collect())
+            .map(|held| held.iter().map(|(id, _)| id.clone()).collect())
             .unwrap_or_default()
     }
 
     /// Whether `user_id` holds exactly the licence ids `ids`, in order.
     fn holds_exactly(&self, user_id: &str, ids: &[String]) -> bool {
         match self.by_user.get(user_id) {
-            Some(held) => held.keys().eq(ids),
+            Some(held) => held.iter().map(|(id, _)| id).eq(ids),
             None => ids.is_empty(),
         }
     }
@@ -270,16 +283,14 @@ impl Assignments {
         self.touch(&row.user_id, touched);
         // Ids are copied only when new to the index, which a repeated sync never is.
         if !self.by_user.contains_key(&row.user_id) {
-            self.by_user.insert(row.user_id.clone(), BTreeMap::new());
+            self.by_user.insert(row.user_id.clone(), Holdings::new());
         }
-        let Some(ids) = self.by_user.get_mut(&row.user_id) else {
+        let Some(held) = self.by_user.get_mut(&row.user_id) else {
             unreachable!("the user was inserted above");
         };
-        match ids.get_mut(&row.license_id) {
-            Some(count) => *count += 1,
-            None => {
-                ids.insert(row.license_id.clone(), 1);
-            }
+        match find_holding(held, &row.license_id) {
+            Ok(index) => held[index].1 += 1,
+            Err(index) => held.insert(index, (row.license_id.clone(), 1)),
         }
     }
 
@@ -288,16 +299,16 @@ impl Assignments {
             return;
         }
         self.touch(&row.user_id, touched);
-        let Some(ids) = self.by_user.get_mut(&row.user_id) else {
+        let Some(held) = self.by_user.get_mut(&row.user_id) else {
             return;
         };
-        if let Some(count) = ids.get_mut(&row.license_id) {
-            *count -= 1;
-            if *count == 0 {
-                ids.remove(&row.license_id);
+        if let Ok(index) = find_holding(held, &row.license_id) {
+            held[index].1 -= 1;
+            if held[index].1 == 0 {
+                held.remove(index);
             }
         }
-        if ids.is_empty() {
+        if held.is_empty() {
             self.by_user.remove(&row.user_id);
         }
     }
@@ -392,6 +403,7 @@ impl Processor {
             encoder,
             orgs: IdMap::default(),
             live: false,
+            last_fetched_at: LastFetchedAt::default(),
         }
     }
 
@@ -467,7 +479,8 @@ impl Processor {
     /// be processed comes back as a dead letter.
     pub fn process(&mut self, input: Input<'_>) -> Vec<Output> {
         self.live = true;
-        let mut envelope = match validate::parse_envelope(input.value) {
+        let parsed = validate::parse_envelope_after(input.value, &mut self.last_fetched_at);
+        let mut envelope = match parsed {
             Ok(envelope) => envelope,
             Err(rejection) => return vec![self.dead_letter(&input, None, None, rejection)],
         };

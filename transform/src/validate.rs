@@ -23,7 +23,7 @@ use crate::dlq::{ErrorClass, Rejection};
 
 mod one_pass;
 
-pub use one_pass::{FromTyped, TypedRecord};
+pub use one_pass::{FromTyped, LastFetchedAt, TypedRecord};
 
 /// What a field must hold.
 #[derive(Clone, Copy, Debug)]
@@ -204,6 +204,14 @@ impl Envelope<'_> {
 
 /// Parses an event's value as a raw envelope, or says which class of failure it is.
 pub fn parse_envelope(value: Option<&[u8]>) -> Result<Envelope<'_>, Rejection> {
+    parse_envelope_after(value, &mut LastFetchedAt::default())
+}
+
+/// [`parse_envelope`] for one event of a stream, with the `fetched_at` of the last.
+pub fn parse_envelope_after<'a>(
+    value: Option<&'a [u8]>,
+    last_fetched_at: &mut LastFetchedAt,
+) -> Result<Envelope<'a>, Rejection> {
     let Some(bytes) = value else {
         return Err(Rejection::new(
             ErrorClass::InvalidJson,
@@ -215,7 +223,7 @@ pub fn parse_envelope(value: Option<&[u8]>) -> Result<Envelope<'_>, Rejection> {
     // other is read in two, the record kept raw for its own parser to judge. Bytes that
     // are not UTF-8 cannot be JSON, and the failure path below says where.
     let parsed = match std::str::from_utf8(bytes) {
-        Ok(text) => match one_pass::parse(text) {
+        Ok(text) => match one_pass::parse(text, last_fetched_at) {
             Some(envelope) => Ok(envelope),
             None => serde_json::from_str::<Envelope<'_>>(text),
         },
