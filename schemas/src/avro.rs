@@ -28,10 +28,12 @@
 //! named types linked), with no intermediate generic `Value` and no lookup by field name
 //! per value. apache-avro's generic path (`to_value`, `resolve`, `to_avro_datum`) cost
 //! several times as much and dominated transform's profile; its own direct writer
-//! (`write_avro_datum_ref`) still spent half its time finding each field by name. The
-//! generic path stays as the reference: a property test holds every record to byte
-//! equality with it ([`AvroCodec::encode_datum_generic`]). Decoding stays with
-//! apache-avro, which resolves values written with older published schemas.
+//! (`write_avro_datum_ref`) still spent half its time finding each field by name. Both
+//! stay as references: property tests hold every record to byte equality with
+//! apache-avro's serde writer, and every record without a map with the generic path
+//! ([`AvroCodec::encode_datum_generic`]), which writes a map's entries in hash order.
+//! Decoding stays with apache-avro, which resolves values written with older published
+//! schemas.
 
 use apache_avro::{from_avro_datum, from_value, to_avro_datum, to_value, Schema};
 use serde::de::DeserializeOwned;
