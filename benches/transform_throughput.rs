@@ -10,8 +10,12 @@
 //!    already in the raw topic; the time until transform, as its own process
 //!    (`seatwatch transform`), has produced every output, against a plain consume->produce
 //!    copier of the same events through the same broker with the same client settings.
-//!    For each, how many cores were busy on average after the consumer group join, from
-//!    the CPU time in `/proc` of transform's process and of this one (the mock broker).
+//!    The times come from the outputs themselves: the producer's timestamp of the first
+//!    and of the last output (read back from the topics, to the millisecond), so the
+//!    rate after the consumer group join does not depend on when the watcher looked.
+//!    For each, how many cores were busy on average after the join, from the CPU time in
+//!    `/proc` of transform's process and of this one (the mock broker), between the
+//!    watcher's first sight of an output and its sight of the last.
 //! 3. The peak RSS of that transform process under that load (its `VmHWM`, read before it
 //!    is stopped).
 //!
@@ -46,6 +50,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
 use seatwatch_common::kafka::{self, KafkaConfig, Topics};
 use seatwatch_schemas::{EnvelopeKind, RawEnvelope, SfObject, SnapshotEnd, SnapshotMode};
 use seatwatch_transform::{Input, Metrics, Processor, Target};
@@ -425,6 +430,18 @@ fn through_broker(topics: &Topics, events: &[Event], counts: &Counts) {
         events.len(),
         loaded.elapsed().as_secs_f64()
     );
+    let mut per_partition: BTreeMap<i32, usize> = BTreeMap::new();
+    for event in events {
+        *per_partition.entry(event.partition).or_default() += 1;
+    }
+    let per_partition: Vec<String> = per_partition
+        .iter()
+        .map(|(partition, count)| format!("p{partition} {count}"))
+        .collect();
+    println!(
+        "broker: raw events per partition (by org): {}",
+        per_partition.join(", ")
+    );
     let watcher = Watcher::new(&kafka_config);
     let kept = watcher.count(&[topics.raw.as_str()]);
     assert_eq!(
@@ -464,8 +481,8 @@ fn through_broker(topics: &Topics, events: &[Event], counts: &Counts) {
     let expected: usize = counts.values().sum();
     let of = |target| counts.get(target_name(target)).copied().unwrap_or(0);
     let outputs = [
-        (topics.license_state.as_str(), of(Target::LicenseState)),
         (topics.user_state.as_str(), of(Target::UserState)),
+        (topics.license_state.as_str(), of(Target::LicenseState)),
         (topics.dlq.as_str(), of(Target::Dlq)),
     ];
     let mut child = Command::new(env!("CARGO_BIN_EXE_seatwatch"))
@@ -506,6 +523,11 @@ fn through_broker(topics: &Topics, events: &[Event], counts: &Counts) {
     println!(
         "transform / copier: {:.2}x the copier's rate (goal >= 0.9x); transform exited {status}",
         copied.total.as_secs_f64() / transformed.total.as_secs_f64()
+    );
+    let steady = |timing: &Timing| timing.total.saturating_sub(timing.first).as_secs_f64();
+    println!(
+        "transform / copier after the first output: {:.2}x the copier's rate",
+        steady(&copied) / steady(&transformed).max(1e-9)
     );
     println!("transform peak RSS: {} MiB", peak_rss_kib / 1024);
 }
@@ -564,14 +586,18 @@ async fn copy(kafka_config: KafkaConfig, from: String, to: String) {
     }
 }
 
-/// When the outputs of one run appeared, and the CPU time used by then.
+/// When the outputs of one run were produced, and the CPU time used meanwhile.
 struct Timing {
     /// From the start of the run to the first output.
     first: Duration,
     /// From the start of the run to the last output.
     total: Duration,
-    cpu_at_first: Cpu,
-    cpu_at_end: Cpu,
+    /// From the first output to the last output of each partition.
+    last_by_partition: BTreeMap<i32, Duration>,
+    /// CPU time used by the time the watcher saw the first output, and when it looked.
+    cpu_at_first: (Cpu, Instant),
+    /// CPU time used by the time the watcher saw the last output, and when it looked.
+    cpu_at_end: (Cpu, Instant),
 }
 
 /// CPU seconds (user and system) used so far by the measured service's own process (none
@@ -615,8 +641,20 @@ fn report(who: &str, inputs: usize, outputs: usize, timing: &Timing) {
         timing.first.as_secs_f64(),
         inputs as f64 / steady.max(1e-9),
     );
-    let service = (timing.cpu_at_end.service - timing.cpu_at_first.service) / steady.max(1e-9);
-    let bench = (timing.cpu_at_end.bench - timing.cpu_at_first.bench) / steady.max(1e-9);
+    let finished: Vec<String> = timing
+        .last_by_partition
+        .iter()
+        .map(|(partition, after)| format!("p{partition} {} ms", after.as_millis()))
+        .collect();
+    println!(
+        "{who}: each partition's last output, after the first output: {}",
+        finished.join(", ")
+    );
+    let ((cpu_at_first, seen_first), (cpu_at_end, seen_end)) =
+        (timing.cpu_at_first, timing.cpu_at_end);
+    let watched = seen_end.duration_since(seen_first).as_secs_f64().max(1e-9);
+    let service = (cpu_at_end.service - cpu_at_first.service) / watched;
+    let bench = (cpu_at_end.bench - cpu_at_first.bench) / watched;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let busy = service + bench;
     if service > 0.0 {
@@ -632,16 +670,27 @@ fn report(who: &str, inputs: usize, outputs: usize, timing: &Timing) {
     }
 }
 
-/// Watches the high watermarks of topics.
+/// Watches the high watermarks of topics, and reads when their messages were produced.
 struct Watcher {
     consumer: Arc<BaseConsumer>,
+    /// Reads single messages by offset, outside any consumer group.
+    reader: BaseConsumer,
 }
 
 impl Watcher {
     fn new(kafka_config: &KafkaConfig) -> Self {
         let consumer = kafka_config.client_config().unwrap().create().unwrap();
+        let reader = kafka_config
+            .client_config()
+            .unwrap()
+            .set("group.id", "bench-watcher")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create()
+            .unwrap();
         Self {
             consumer: Arc::new(consumer),
+            reader,
         }
     }
 
@@ -650,21 +699,70 @@ impl Watcher {
         let mut total = 0;
         for topic in topics {
             for partition in 0..PARTITIONS {
-                let (low, high) = self
-                    .consumer
-                    .fetch_watermarks(topic, partition, Duration::from_secs(10))
-                    .unwrap();
+                let (low, high) = self.watermarks(topic, partition);
                 total += (high - low) as usize;
             }
         }
         total
     }
 
+    fn watermarks(&self, topic: &str, partition: i32) -> (i64, i64) {
+        self.consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .unwrap()
+    }
+
+    /// The producer's timestamps (`CreateTime`, in milliseconds since the epoch) of the
+    /// earliest message in `topics`, and of the latest per partition (over the topics).
+    /// A producer stamps a message when it is handed over, and hands a partition's
+    /// messages over in offset order, so only the first and the last message of each
+    /// partition are read.
+    fn produced_between(&self, topics: &[&str]) -> (i64, BTreeMap<i32, i64>) {
+        let mut earliest = i64::MAX;
+        let mut latest = BTreeMap::new();
+        for topic in topics {
+            for partition in 0..PARTITIONS {
+                let (low, high) = self.watermarks(topic, partition);
+                if high > low {
+                    earliest = earliest.min(self.produced_at(topic, partition, low));
+                    let last = self.produced_at(topic, partition, high - 1);
+                    let latest = latest.entry(partition).or_insert(last);
+                    *latest = last.max(*latest);
+                }
+            }
+        }
+        assert!(!latest.is_empty(), "no messages in {topics:?}");
+        (earliest, latest)
+    }
+
+    fn produced_at(&self, topic: &str, partition: i32, offset: i64) -> i64 {
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(topic, partition, Offset::Offset(offset))
+            .unwrap();
+        self.reader.assign(&assignment).unwrap();
+        let message = self
+            .reader
+            .poll(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("no message at {topic}/{partition}@{offset}"))
+            .unwrap();
+        assert_eq!(
+            message.offset(),
+            offset,
+            "read {topic}/{partition} at its offset"
+        );
+        message
+            .timestamp()
+            .to_millis()
+            .unwrap_or_else(|| panic!("{topic}/{partition}@{offset} has no timestamp"))
+    }
+
     /// Polls until every topic holds the messages expected of it, calling `check_running`
-    /// (which panics when the writer died) between polls; panics after ten minutes. A topic
-    /// that holds its count is not asked again, so transform's three output topics cost
-    /// the broker at most twice the copier's one topic in polls, and as much once the
-    /// licence states are all written.
+    /// (which panics when the writer died) between polls, and panics after ten minutes;
+    /// then reads when the first and the last output were produced. Only the first topic
+    /// still short of its count is polled (the others are counted once it is full), so
+    /// transform's outputs cost the broker as many polls as the copier's (the largest
+    /// topic comes first), and the times come from the messages, not from the polls.
     fn until(
         &self,
         expected: &[(&str, usize)],
@@ -672,32 +770,51 @@ impl Watcher {
         cpu: impl Fn() -> Cpu,
     ) -> Timing {
         let started = Instant::now();
-        let mut first = None;
-        let mut cpu_at_first = Cpu::default();
+        let started_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let mut cpu_at_first = None;
         let mut waiting = expected.to_vec();
         loop {
-            let mut shown = Vec::new();
-            waiting.retain(|&(topic, wanted)| {
-                let count = self.count(&[topic]);
-                if count > 0 && first.is_none() {
-                    first = Some(started.elapsed());
-                    cpu_at_first = cpu();
+            if cpu_at_first.is_none() {
+                let all: Vec<&str> = expected.iter().map(|(topic, _)| *topic).collect();
+                if self.count(&all) > 0 {
+                    cpu_at_first = Some((cpu(), Instant::now()));
                 }
-                shown.push(format!("{count} of {wanted} in {topic}"));
-                count < wanted
-            });
+            }
+            while let Some(&(topic, wanted)) = waiting.first() {
+                if self.count(&[topic]) < wanted {
+                    break;
+                }
+                waiting.remove(0);
+            }
             if waiting.is_empty() {
+                let cpu_at_end = (cpu(), Instant::now());
+                let topics: Vec<&str> = expected
+                    .iter()
+                    .filter(|(_, wanted)| *wanted > 0)
+                    .map(|(topic, _)| *topic)
+                    .collect();
+                let (first_ms, last_ms) = self.produced_between(&topics);
+                let since = |from: i64, ms: i64| Duration::from_millis((ms - from).max(0) as u64);
+                let total = last_ms.values().max().copied().unwrap_or(first_ms);
                 return Timing {
-                    first: first.unwrap_or_default(),
-                    total: started.elapsed(),
-                    cpu_at_first,
-                    cpu_at_end: cpu(),
+                    first: since(started_ms, first_ms),
+                    total: since(started_ms, total),
+                    last_by_partition: last_ms
+                        .into_iter()
+                        .map(|(partition, ms)| (partition, since(first_ms, ms)))
+                        .collect(),
+                    cpu_at_first: cpu_at_first.unwrap_or(cpu_at_end),
+                    cpu_at_end,
                 };
             }
+            let (topic, wanted) = waiting[0];
             assert!(
                 started.elapsed() < Duration::from_secs(600),
-                "after ten minutes: {}",
-                shown.join(", ")
+                "after ten minutes: {} of {wanted} in {topic}",
+                self.count(&[topic])
             );
             check_running();
             std::thread::sleep(Duration::from_millis(20));
