@@ -776,12 +776,10 @@ impl Watcher {
             .as_millis() as i64;
         let mut cpu_at_first = None;
         let mut waiting = expected.to_vec();
+        let all: Vec<&str> = expected.iter().map(|(topic, _)| *topic).collect();
         loop {
-            if cpu_at_first.is_none() {
-                let all: Vec<&str> = expected.iter().map(|(topic, _)| *topic).collect();
-                if self.count(&all) > 0 {
-                    cpu_at_first = Some((cpu(), Instant::now()));
-                }
+            if cpu_at_first.is_none() && self.count(&all) > 0 {
+                cpu_at_first = Some((cpu(), Instant::now()));
             }
             while let Some(&(topic, wanted)) = waiting.first() {
                 if self.count(&[topic]) < wanted {
