@@ -30,12 +30,12 @@ pub struct TransformConfig {
     #[serde(default = "default_flush_interval_ms")]
     pub flush_interval_ms: u64,
     /// Outputs handed to the producer and not yet acknowledged before transform stops
-    /// reading and flushes. Each holds a few hundred bytes in librdkafka's queue plus a
-    /// delivery handle, so 50 000 is some 25 MB at most; it stays below librdkafka's own
-    /// queue limit (100 000 messages), so this bound, not a full queue, paces the input. It
-    /// bounds the events read in one run of the processing lanes (no more than there is
-    /// room for, but an event may have many outputs, such as the tombstones of a full
-    /// snapshot), so it may be overshot by one run's extra outputs.
+    /// reading and waits for the broker. Each holds a few hundred bytes in librdkafka's
+    /// queue plus a delivery handle, so 50 000 is some 25 MB at most; it stays below
+    /// librdkafka's own queue limit (100 000 messages), so this bound, not a full queue,
+    /// paces the input. It bounds the events read in one run of the processing lanes (no
+    /// more than there is room for, but an event may have many outputs, such as the
+    /// tombstones of a full snapshot), so it may be overshot by one run's extra outputs.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
     /// How outputs and input offsets are committed: `at_least_once` (the default) or

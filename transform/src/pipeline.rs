@@ -271,6 +271,7 @@ pub async fn run_with(
         max_in_flight: config.max_in_flight.max(1),
         delivery: config.delivery,
         transaction_has_outputs: false,
+        flushing: None,
     };
     let result = pipeline.run(&shutdown).await;
     pipeline.close().await;
@@ -518,6 +519,18 @@ enum Held {
     Processed(i32, i64),
 }
 
+/// A flush of at-least-once delivery under way beside processing: it awaits the outputs
+/// that were in flight when it started, then commits the offsets they make safe.
+struct Flushing {
+    /// How many outputs it awaits; they still count against `max_in_flight`.
+    outputs: usize,
+    /// The offsets it commits, per partition, to remember once committed.
+    moved: Vec<(i32, i64)>,
+    /// Awaits the outputs, then commits: whether the commit went through (a refused one
+    /// is not fatal), or the failed acknowledgement (which is).
+    task: tokio::task::JoinHandle<Result<bool, TransformError>>,
+}
+
 /// An output handed to the producer, awaiting the broker's acknowledgement.
 struct Pending {
     delivery: DeliveryFuture,
@@ -548,6 +561,8 @@ struct Pipeline {
     delivery: Delivery,
     /// Whether outputs were produced in the open transaction (transactional delivery).
     transaction_has_outputs: bool,
+    /// The at-least-once flush under way, if any (see [`Pipeline::flush`]).
+    flushing: Option<Flushing>,
 }
 
 impl Pipeline {
@@ -560,7 +575,8 @@ impl Pipeline {
     /// finish what they read (so a flush may come that much late); a timer and a
     /// shutdown check are set up once per such run. A rebalance is applied after the
     /// events read before it are processed and produced, and before the flush; the first
-    /// event polled after it is handled once it is applied.
+    /// event polled after it is handled once it is applied. A flush runs beside the next
+    /// runs (see [`flush`](Self::flush)); one that finished is settled at each turn.
     async fn run(&mut self, shutdown: &Shutdown) -> Result<(), TransformError> {
         let consumer = Arc::clone(&self.consumer);
         let context = consumer.context();
@@ -592,7 +608,10 @@ impl Pipeline {
                 }
             }
 
-            if self.in_flight.len() >= self.max_in_flight || Instant::now() >= next_flush {
+            if self.flushing.as_ref().is_some_and(|f| f.task.is_finished()) {
+                self.settle_flush().await?;
+            }
+            if self.unacknowledged() >= self.max_in_flight || Instant::now() >= next_flush {
                 self.flush().await?;
                 next_flush = Instant::now() + self.flush_interval;
             }
@@ -629,7 +648,7 @@ impl Pipeline {
         let pool = self.processors.pool();
         let room = self
             .max_in_flight
-            .saturating_sub(self.in_flight.len())
+            .saturating_sub(self.unacknowledged())
             .max(1);
         let (finished, done) = std::sync::mpsc::channel::<Batch>();
         let mut lanes: BTreeMap<i32, Lane<'a>> = BTreeMap::new();
@@ -726,7 +745,7 @@ impl Pipeline {
             }
         });
 
-        self.metrics.set_in_flight(self.in_flight.len());
+        self.metrics.set_in_flight(self.unacknowledged());
         match failure {
             Some(error) => Err(error),
             None => Ok(apart),
@@ -786,7 +805,7 @@ impl Pipeline {
                 }
             }
         }
-        self.metrics.set_in_flight(self.in_flight.len());
+        self.metrics.set_in_flight(self.unacknowledged());
         Ok(())
     }
 
@@ -816,7 +835,7 @@ impl Pipeline {
             }
         }
         self.processed.insert(input.partition, input.offset);
-        self.metrics.set_in_flight(self.in_flight.len());
+        self.metrics.set_in_flight(self.unacknowledged());
         Ok(())
     }
 
@@ -932,24 +951,86 @@ impl Pipeline {
         }
     }
 
-    /// Awaits every in-flight output, then commits what they make safe.
+    /// Outputs handed to the producer and not yet known to be acknowledged: those in
+    /// flight and those a flush under way awaits.
+    fn unacknowledged(&self) -> usize {
+        self.in_flight.len() + self.flushing.as_ref().map_or(0, |f| f.outputs)
+    }
+
+    /// Commits what the outputs in flight make safe, once they are acknowledged.
+    ///
+    /// With at-least-once delivery the flush runs beside processing: it takes the outputs
+    /// in flight and the offsets processed so far, and a task awaits those outputs and
+    /// then commits those offsets, while new events are read, processed and produced. A
+    /// flush first waits for the one before it, so commits keep their order and at most
+    /// two flushes' outputs are unacknowledged. Awaiting in place instead stopped reading
+    /// and processing for each flush (2-7 ms a flush every 100 ms on loopback in the
+    /// throughput benchmark, more with a broker a network away). A transaction cannot
+    /// overlap the next one's outputs, so transactional delivery awaits and commits in
+    /// place.
     async fn flush(&mut self) -> Result<(), TransformError> {
-        let timer = self.metrics.flush_seconds().start_timer();
-        for pending in self.in_flight.drain(..) {
-            kafka::delivered(pending.delivery).await.map_err(|source| {
-                TransformError::Delivery {
-                    topic: pending.topic,
-                    source,
-                }
-            })?;
-            self.metrics.acknowledged(pending.target, pending.tombstone);
-        }
-        self.metrics.set_in_flight(0);
+        self.settle_flush().await?;
         match self.delivery {
-            Delivery::AtLeastOnce => self.commit().await,
-            Delivery::Transactional => self.commit_transaction().await?,
+            Delivery::AtLeastOnce => {
+                self.start_flush();
+                Ok(())
+            }
+            Delivery::Transactional => {
+                let timer = self.metrics.flush_seconds().start_timer();
+                let in_flight = std::mem::take(&mut self.in_flight);
+                acknowledge(in_flight, &self.metrics).await?;
+                self.metrics.set_in_flight(0);
+                self.commit_transaction().await?;
+                timer.observe_duration();
+                Ok(())
+            }
         }
-        timer.observe_duration();
+    }
+
+    /// Starts an at-least-once flush of what is in flight and processed now.
+    fn start_flush(&mut self) {
+        let (list, moved) = self.moved_offsets();
+        if self.in_flight.is_empty() && moved.is_empty() {
+            return;
+        }
+        let in_flight = std::mem::take(&mut self.in_flight);
+        let outputs = in_flight.len();
+        let metrics = self.metrics.clone();
+        let consumer = Arc::clone(&self.consumer);
+        let task = tokio::spawn(async move {
+            let timer = metrics.flush_seconds().start_timer();
+            acknowledge(in_flight, &metrics).await?;
+            let committed = list.count() == 0 || commit(consumer, list, &metrics).await;
+            timer.observe_duration();
+            Ok(committed)
+        });
+        self.flushing = Some(Flushing {
+            outputs,
+            moved,
+            task,
+        });
+    }
+
+    /// Waits for the flush under way, if any, and remembers what it committed for the
+    /// partitions still owned. A failed acknowledgement is fatal, as when awaited in place.
+    async fn settle_flush(&mut self) -> Result<(), TransformError> {
+        let Some(flushing) = self.flushing.take() else {
+            return Ok(());
+        };
+        let committed = match flushing.task.await {
+            Ok(result) => result?,
+            Err(error) if error.is_panic() => resume_unwind(error.into_panic()),
+            // Cancelled only as the runtime shuts down: nothing is known to be committed.
+            Err(_) => false,
+        };
+        if committed {
+            let owned = flushing
+                .moved
+                .into_iter()
+                .filter(|(partition, _)| self.processed.contains_key(partition));
+            self.committed.extend(owned);
+        }
+        self.metrics.set_in_flight(self.unacknowledged());
         Ok(())
     }
 
@@ -1020,48 +1101,15 @@ impl Pipeline {
         }
     }
 
-    /// Commits, per owned partition, the offset a restart must resume from, if it moved.
-    ///
-    /// A refused commit is not fatal: nothing is lost, the next flush commits again, and
-    /// until then a restart would only replay more.
-    async fn commit(&mut self) {
-        let (list, moved) = self.moved_offsets();
-        if moved.is_empty() {
-            return;
-        }
-        // The fault suite's kill point: every output acknowledged, the offsets not yet
-        // committed. Compiled in only with the `failpoints` feature.
-        fail::fail_point!("transform-before-commit", |_| {
-            tracing::error!("fail point transform-before-commit: aborting before the commit");
-            std::process::abort()
-        });
-
-        // A synchronous commit blocks its thread until the broker answers, so it runs on
-        // the blocking pool.
-        let consumer = Arc::clone(&self.consumer);
-        let committed =
-            tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync)).await;
-        match committed {
-            Ok(Ok(())) => {
-                self.metrics.committed();
-                self.committed.extend(moved);
-            }
-            Ok(Err(error)) => {
-                self.metrics.commit_failed();
-                tracing::warn!(%error, "offset commit refused; retrying at the next flush");
-            }
-            Err(panicked) => {
-                self.metrics.commit_failed();
-                tracing::warn!(error = %panicked, "offset commit task failed; retrying");
-            }
-        }
-    }
-
     /// Flushes what is in flight within the drain deadline. Past it, the remainder is left
     /// uncommitted for the next start to replay; nothing is lost, so this is not an error.
     async fn drain(&mut self) -> Result<(), TransformError> {
-        tracing::info!(in_flight = self.in_flight.len(), "draining");
-        match time::timeout(DRAIN_DEADLINE, self.flush()).await {
+        tracing::info!(in_flight = self.unacknowledged(), "draining");
+        let flushed = async {
+            self.flush().await?;
+            self.settle_flush().await
+        };
+        match time::timeout(DRAIN_DEADLINE, flushed).await {
             Ok(flushed) => flushed?,
             Err(_elapsed) => {
                 tracing::warn!(
@@ -1095,6 +1143,59 @@ impl Pipeline {
         .await;
         if let Err(error) = closed {
             tracing::warn!(%error, "closing the Kafka clients failed");
+        }
+    }
+}
+
+/// Awaits the broker's acknowledgement of every output in `in_flight`, in order.
+async fn acknowledge(in_flight: Vec<Pending>, metrics: &Metrics) -> Result<(), TransformError> {
+    for pending in in_flight {
+        kafka::delivered(pending.delivery)
+            .await
+            .map_err(|source| TransformError::Delivery {
+                topic: pending.topic,
+                source,
+            })?;
+        metrics.acknowledged(pending.target, pending.tombstone);
+    }
+    Ok(())
+}
+
+/// Commits `list`, the offsets a restart must resume the owned partitions from; whether
+/// the broker took it.
+///
+/// A refused commit is not fatal: nothing is lost, the next flush commits again, and
+/// until then a restart would only replay more.
+async fn commit(
+    consumer: Arc<StreamConsumer<TransformContext>>,
+    list: TopicPartitionList,
+    metrics: &Metrics,
+) -> bool {
+    // The fault suite's kill point: every output acknowledged, the offsets not yet
+    // committed. Compiled in only with the `failpoints` feature.
+    fail::fail_point!("transform-before-commit", |_| {
+        tracing::error!("fail point transform-before-commit: aborting before the commit");
+        std::process::abort()
+    });
+
+    // A synchronous commit blocks its thread until the broker answers, so it runs on the
+    // blocking pool.
+    let committed =
+        tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync)).await;
+    match committed {
+        Ok(Ok(())) => {
+            metrics.committed();
+            true
+        }
+        Ok(Err(error)) => {
+            metrics.commit_failed();
+            tracing::warn!(%error, "offset commit refused; retrying at the next flush");
+            false
+        }
+        Err(panicked) => {
+            metrics.commit_failed();
+            tracing::warn!(error = %panicked, "offset commit task failed; retrying");
+            false
         }
     }
 }
