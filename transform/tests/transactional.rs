@@ -14,6 +14,7 @@
 mod support;
 
 use prometheus::Registry;
+use seatwatch_common::kafka::KafkaConfig;
 use seatwatch_common::Shutdown;
 use seatwatch_transform::{Delivery, TransformConfig};
 use support::*;
@@ -36,14 +37,12 @@ async fn run_in(delivery: Delivery) -> (usize, f64) {
     let events = sync.user_licenses(LICENSES);
     produce(&kafka_config, &topics.raw, 0, &events).await;
 
-    let config = TransformConfig {
-        kafka: kafka_config.clone(),
-        group_id: format!("tx-transform-{run_id}"),
-        listen_addr: "127.0.0.1:0".parse().unwrap(),
-        flush_interval_ms: 50,
+    let config = config_for(
+        &kafka_config,
+        format!("tx-transform-{run_id}"),
+        50,
         delivery,
-        ..TransformConfig::default()
-    };
+    );
     let shutdown = Shutdown::new();
     let registry = Registry::new();
     let transform = spawn_transform(&config, &shutdown, &registry);
@@ -65,6 +64,23 @@ async fn run_in(delivery: Delivery) -> (usize, f64) {
 
     let transactions = counter(&registry, "seatwatch_transform_transactions_total");
     (reader.received.len(), transactions)
+}
+
+/// transform on `kafka_config` in `group_id`, flushing every `flush_interval_ms`.
+fn config_for(
+    kafka_config: &KafkaConfig,
+    group_id: String,
+    flush_interval_ms: u64,
+    delivery: Delivery,
+) -> TransformConfig {
+    TransformConfig {
+        kafka: kafka_config.clone(),
+        group_id,
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        flush_interval_ms,
+        delivery,
+        ..TransformConfig::default()
+    }
 }
 
 /// The value of a counter transform registered.
@@ -135,14 +151,8 @@ async fn processing_goes_on_while_an_at_least_once_flush_commits() {
 
     let first = Sync { org: ORG, id: "s1" }.user_licenses(LICENSES);
     produce(&kafka_config, &topics.raw, 0, &first).await;
-    let config = TransformConfig {
-        kafka: kafka_config.clone(),
-        group_id: format!("overlap-transform-{run_id}"),
-        listen_addr: "127.0.0.1:0".parse().unwrap(),
-        flush_interval_ms: 5_000,
-        delivery: Delivery::AtLeastOnce,
-        ..TransformConfig::default()
-    };
+    let group_id = format!("overlap-transform-{run_id}");
+    let config = config_for(&kafka_config, group_id, 5_000, Delivery::AtLeastOnce);
     let shutdown = Shutdown::new();
     let registry = Registry::new();
     let transform = spawn_transform(&config, &shutdown, &registry);
