@@ -7,9 +7,10 @@
 //! [`crate::processor::Processor::committable_offset`]), so a restart replays every
 //! snapshot it has not seen to the end. Outputs are awaited and offsets committed together
 //! at each flush: every `flush_interval_ms`, when `max_in_flight` outputs are pending, and
-//! on shutdown. A failed delivery stops the pipeline without committing; the restart
-//! replays from the last commit (at least once: outputs may repeat, and the compacted state
-//! topics absorb that).
+//! on shutdown. A flush awaits and commits on a task of its own while the next events are
+//! processed, and the next flush waits for it (see [`Pipeline::flush`]). A failed delivery
+//! stops the pipeline without committing; the restart replays from the last commit (at
+//! least once: outputs may repeat, and the compacted state topics absorb that).
 //!
 //! Built with the `failpoints` feature (the test command's build), `FAILPOINTS` can make
 //! transform abort at `transform-before-commit`: outputs acknowledged, offsets not yet
@@ -20,18 +21,21 @@
 //! (`send_offsets_to_transaction` with the consumer's group metadata, so a member fenced by a
 //! rebalance cannot commit), and `read_committed` consumers see each output once. Any
 //! failure in a transaction stops the pipeline: the transaction is aborted, and a restart
-//! replays from the last committed one. The broker must support transactions; tansu 0.6
-//! does not (it lacks `EndTxn`), librdkafka's mock cluster and Kafka do.
+//! replays from the last committed one. A transaction is awaited and committed in place.
+//! The broker must support transactions; tansu 0.6 does not (it lacks `EndTxn`),
+//! librdkafka's mock cluster and Kafka do.
 //!
 //! Processing: each raw partition is a lane with its own [`crate::processor::Processor`]
 //! (see [`crate::partitions`]). Its events run in order on a pool of `processing_threads`
 //! threads, a batch at a time, and a lane that finishes takes the events read for it
 //! meanwhile without waiting for the other lanes (see [`Pipeline::run_lanes`]). Reading,
-//! producing, offsets, flushes and commits stay on this task.
+//! producing, offsets and transactions stay on this task; an at-least-once flush's
+//! waiting and commit run on a task of its own.
 //!
 //! Rebalances: librdkafka runs rebalance callbacks inside `recv`, on this task. A revoked
-//! partition's state is dropped and its offsets are no longer committed here; what was
-//! processed since the last flush is replayed by its next owner. The cooperative-sticky
+//! partition's state is dropped and its offsets are no longer committed here (a flush
+//! under way may still commit what it took before the revocation, which only means less
+//! to replay); what was processed since the last flush is replayed by its next owner. The cooperative-sticky
 //! assignor (unless configured otherwise) keeps the other partitions, and their state, in
 //! place during a rebalance.
 //!
