@@ -35,9 +35,9 @@
 //! Rebalances: librdkafka runs rebalance callbacks inside `recv`, on this task. A revoked
 //! partition's state is dropped and its offsets are no longer committed here (a flush
 //! under way may still commit what it took before the revocation, which only means less
-//! to replay); what was processed since the last flush is replayed by its next owner. The cooperative-sticky
-//! assignor (unless configured otherwise) keeps the other partitions, and their state, in
-//! place during a rebalance.
+//! to replay); what was processed since the last flush is replayed by its next owner.
+//! The cooperative-sticky assignor (unless configured otherwise) keeps the other
+//! partitions, and their state, in place during a rebalance.
 //!
 //! Restoring: before it subscribes to the raw topic, transform reads `seats.license-state`
 //! and `seats.user-state` (every partition, from the low to the high watermark of that
@@ -968,7 +968,7 @@ impl Pipeline {
     /// then commits those offsets, while new events are read, processed and produced. A
     /// flush first waits for the one before it, so commits keep their order and at most
     /// two flushes' outputs are unacknowledged. Awaiting in place instead stopped reading
-    /// and processing for each flush (2-7 ms a flush every 100 ms on loopback in the
+    /// and processing for each flush (1-7 ms a flush every 100 ms on loopback in the
     /// throughput benchmark, more with a broker a network away). A transaction cannot
     /// overlap the next one's outputs, so transactional delivery awaits and commits in
     /// place.
