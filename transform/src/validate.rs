@@ -180,11 +180,12 @@ pub struct Envelope<'a> {
     pub api_version: Cow<'a, str>,
     #[serde(default)]
     pub kind: EnvelopeKind,
-    /// The record as raw JSON, when it was read in two passes.
+    /// The record as raw JSON, when it was read in two passes, and a `User` record always
+    /// (see [`one_pass`]).
     #[serde(default, borrow)]
     pub record: Option<&'a RawValue>,
     /// The record already typed, when the envelope was read in one pass (see
-    /// [`one_pass`]); then `record` is `None`.
+    /// [`one_pass`]); then `record` is `None`. Never a `User` record.
     #[serde(skip)]
     pub typed: Option<TypedRecord>,
     #[serde(default)]
