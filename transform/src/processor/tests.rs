@@ -16,8 +16,10 @@ use crate::dlq::{
 const ORG: &str = "00D5g000004XyZwEAK";
 const OTHER_ORG: &str = "00D5g000007OtHeRAA";
 const RAW_TOPIC: &str = "test.salesforce.usage.raw";
-/// 2024-05-01T12:00:00Z, the `fetched_at` of every test sync.
+/// 2024-05-01T12:00:00Z, the `fetched_at` of the first test sync; each later one is an
+/// hour after the one before.
 const FETCHED_MS: i64 = 1_714_564_800_000;
+const HOUR_MS: i64 = 3_600_000;
 
 macro_rules! fixture {
     ($file:literal) => {
@@ -44,19 +46,23 @@ fn user_licenses() -> Vec<Value> {
 struct Sync {
     org: &'static str,
     id: &'static str,
+    fetched_ms: i64,
 }
 
 const SYNC_1: Sync = Sync {
     org: ORG,
     id: "sync-1",
+    fetched_ms: FETCHED_MS,
 };
 const SYNC_2: Sync = Sync {
     org: ORG,
     id: "sync-2",
+    fetched_ms: FETCHED_MS + HOUR_MS,
 };
 const SYNC_3: Sync = Sync {
     org: ORG,
     id: "sync-3",
+    fetched_ms: FETCHED_MS + 2 * HOUR_MS,
 };
 
 impl Sync {
@@ -66,18 +72,29 @@ impl Sync {
         record: Option<&Value>,
         end: Option<SnapshotEnd>,
     ) -> Vec<u8> {
+        let record = record.map(|r| r.to_string());
+        self.envelope_with_text(object, record, end)
+    }
+
+    /// An envelope whose record, if any, has the JSON text `record`.
+    fn envelope_with_text(
+        self,
+        object: SfObject,
+        record: Option<String>,
+        end: Option<SnapshotEnd>,
+    ) -> Vec<u8> {
         let envelope = RawEnvelope {
             org_id: self.org.into(),
             sync_id: self.id.into(),
             object,
-            fetched_at: DateTime::<Utc>::from_timestamp_millis(FETCHED_MS).unwrap(),
+            fetched_at: DateTime::<Utc>::from_timestamp_millis(self.fetched_ms).unwrap(),
             api_version: "62.0".into(),
             kind: if end.is_some() {
                 EnvelopeKind::SnapshotEnd
             } else {
                 EnvelopeKind::Record
             },
-            record: record.map(|r| RawValue::from_string(r.to_string()).unwrap()),
+            record: record.map(|text| RawValue::from_string(text).unwrap()),
             snapshot: end,
         };
         serde_json::to_vec(&envelope).unwrap()
@@ -145,21 +162,9 @@ impl Feed {
         outputs
     }
 
-    /// A record whose JSON text is `text` rather than how `record` serialises, keyed by
-    /// `record`'s id.
-    fn record_text(
-        &mut self,
-        sync: Sync,
-        object: SfObject,
-        record: &Value,
-        text: &str,
-    ) -> Vec<Output> {
-        let key = sync.record_key(object, record);
-        let mut envelope: RawEnvelope =
-            serde_json::from_slice(&sync.envelope(object, None, None)).unwrap();
-        envelope.kind = EnvelopeKind::Record;
-        envelope.record = Some(RawValue::from_string(text.to_owned()).unwrap());
-        let value = serde_json::to_vec(&envelope).unwrap();
+    /// A record sent with the JSON text `text` under the key `key`.
+    fn record_text(&mut self, sync: Sync, object: SfObject, key: &str, text: &str) -> Vec<Output> {
+        let value = sync.envelope_with_text(object, Some(text.to_owned()), None);
         self.send(Some(key.as_bytes()), Some(&value))
     }
 
@@ -645,6 +650,7 @@ fn committable_offset_waits_for_every_open_snapshot_of_the_partition() {
     let other = Sync {
         org: OTHER_ORG,
         id: "other-1",
+        fetched_ms: FETCHED_MS,
     };
     let licence = &user_licenses()[0];
 
@@ -1574,7 +1580,10 @@ fn user_texts(pretty: bool) -> Vec<(Value, String)> {
 fn full_users(feed: &mut Feed, sync: Sync, users: &[(Value, String)]) -> Vec<Output> {
     let mut outputs: Vec<Output> = users
         .iter()
-        .flat_map(|(user, text)| feed.record_text(sync, SfObject::User, user, text))
+        .flat_map(|(user, text)| {
+            let key = sync.record_key(SfObject::User, user);
+            feed.record_text(sync, SfObject::User, &key, text)
+        })
         .collect();
     let n = users.len() as u64;
     outputs.extend(feed.end(sync, SfObject::User, SnapshotMode::Full, n));
@@ -1606,6 +1615,7 @@ fn an_unchanged_user_record_is_republished_from_the_published_state_unparsed() {
     let avery = user(find(&outputs, &format!("{ORG}/{AVERY}")));
     assert_eq!(avery.username, "reused@example.com");
     assert_eq!(avery.sync_id, "sync-2");
+    assert_eq!(avery.observed_at, SYNC_2.fetched_ms);
     let renamed = user(find(&outputs, &format!("{ORG}/{changed_id}")));
     assert_eq!(renamed.username, "renamed@example.com");
     assert_eq!(renamed.sync_id, "sync-2");
@@ -1645,14 +1655,10 @@ fn an_unchanged_record_under_another_users_key_is_still_refused() {
     full_users(&mut feed, SYNC_1, &users);
 
     // The first user's record, unchanged, keyed as the second user.
-    let (first, text) = &users[0];
+    let (_, text) = &users[0];
     let (second, _) = &users[1];
     let key = SYNC_2.record_key(SfObject::User, second);
-    let mut envelope: RawEnvelope =
-        serde_json::from_slice(&SYNC_2.envelope(SfObject::User, Some(first), None)).unwrap();
-    envelope.record = Some(RawValue::from_string(text.clone()).unwrap());
-    let value = serde_json::to_vec(&envelope).unwrap();
-    let outputs = feed.send(Some(key.as_bytes()), Some(&value));
+    let outputs = feed.record_text(SYNC_2, SfObject::User, &key, text);
 
     assert_eq!(outputs.len(), 1, "{outputs:?}");
     assert_eq!(outputs[0].target, Target::Dlq);
