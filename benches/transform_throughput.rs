@@ -29,12 +29,14 @@
 //!
 //! Run: `cargo bench --bench transform_throughput` (a release build). Sizes:
 //! `SEATWATCH_BENCH_ORGS` (default 10) orgs of `SEATWATCH_BENCH_USERS` (default 5,000)
-//! users each, every org synced twice (the second sync changes nothing, as most do). The
-//! mock cluster keeps at most 5 MiB (and 100,000 batches) per partition and drops the
-//! oldest beyond that, so sizes well above the default may not fit (20 orgs of 5,000
-//! users do not). The raw topic is checked after loading, and the run stops with a
-//! message saying so; the copier's topic holds the same events, and transform's outputs
-//! are fewer and smaller.
+//! users each, every org read in full twice. In the second read,
+//! `SEATWATCH_BENCH_CHANGED_PERCENT` (default 0) per cent of each org's users have logged
+//! in since the first, which changes their records; an unchanged user costs less (see the
+//! processor's module documentation). The mock cluster keeps at most 5 MiB (and 100,000
+//! batches) per partition and drops the oldest beyond that, so sizes well above the
+//! default may not fit (20 orgs of 5,000 users do not). The raw topic is checked after
+//! loading, and the run stops with a message saying so; the copier's topic holds the same
+//! events, and transform's outputs are fewer and smaller.
 
 #[path = "support/proc_status.rs"]
 mod proc_status;
@@ -142,23 +144,25 @@ fn attributes(object: &str, id: &str) -> serde_json::Value {
 }
 
 /// Two full syncs of `orgs` orgs of `users` users each, org after org.
-fn generate(orgs: usize, users: usize) -> Vec<Event> {
+/// Every org read in full twice; in the second read, `changed_percent` of each org's users
+/// have logged in since the first, which changes their records.
+fn generate(orgs: usize, users: usize, changed_percent: usize) -> Vec<Event> {
     let mut events = Vec::new();
     for org_index in 0..orgs {
         let org = format!("00D{org_index:012}AAA");
-        for sync in ["sync-1", "sync-2"] {
+        for (sync, changed) in [("sync-1", 0), ("sync-2", changed_percent)] {
             let mut writer = OrgWriter {
                 org: &org,
                 sync: format!("{sync}-{org_index}"),
                 events: &mut events,
             };
-            write_org_sync(&mut writer, org_index, users);
+            write_org_sync(&mut writer, org_index, users, changed);
         }
     }
     events
 }
 
-fn write_org_sync(writer: &mut OrgWriter<'_>, org: usize, users: usize) {
+fn write_org_sync(writer: &mut OrgWriter<'_>, org: usize, users: usize, changed_percent: usize) {
     let user_licenses: Vec<_> = (0..12)
         .map(|n| {
             let id = sf_id("100", org, n);
@@ -219,11 +223,15 @@ fn write_org_sync(writer: &mut OrgWriter<'_>, org: usize, users: usize) {
         .map(|n| {
             let id = sf_id("005", org, n);
             let license = n % 12;
+            let last_login = match n % 100 < changed_percent {
+                true => "2024-04-29T10:30:00.000+0000",
+                false => "2024-04-28T09:15:00.000+0000",
+            };
             json!({
                 "attributes": attributes("User", &id), "Id": id,
                 "Username": format!("user{n}@org{org}.example.com"),
                 "IsActive": n % 10 != 0, "UserType": "Standard",
-                "LastLoginDate": "2024-04-28T09:15:00.000+0000",
+                "LastLoginDate": last_login,
                 "Profile": {
                     "Name": "Standard User",
                     "UserLicenseId": sf_id("100", org, license),
@@ -386,7 +394,8 @@ fn main() {
     };
     let orgs = env("SEATWATCH_BENCH_ORGS", 10);
     let users = env("SEATWATCH_BENCH_USERS", 5_000);
-    let events = generate(orgs, users);
+    let changed_percent = env("SEATWATCH_BENCH_CHANGED_PERCENT", 0).min(100);
+    let events = generate(orgs, users, changed_percent);
     let prefix = "bench.";
     let topics = Topics::new(prefix);
 

@@ -55,13 +55,14 @@
 //! tombstone nothing and re-processing a row changes nothing, so no output repeats.
 //!
 //! Unchanged users: a user's state keeps a fingerprint of the JSON text of the record it
-//! was built from (XXH3's 128-bit hash). A later record of that user with the same text,
-//! as most users' records are from one sync to the next, is not parsed: the published
-//! state is encoded again with the new sync and time observed, and the activity and
-//! licences known now, which is what parsing the record would give. A restored user has
-//! no fingerprint, so their first record is always parsed. Parsing a changed record costs
-//! a little more than it would without this (the record is scanned once to fingerprint
-//! it), so a sync in which most users changed is slightly slower.
+//! was built from (XXH3's 128-bit hash). A later record of that user with the same text
+//! is not parsed: the published state is encoded again with the new sync and time
+//! observed, and the activity and licences known now, which is what parsing the record
+//! would give. Such records come in ingest's full reads, for every user neither edited
+//! nor logged in since the last one; incremental reads carry changed records only. A
+//! restored user has no fingerprint, so their first record is always parsed. A changed
+//! record costs a little more than it would without this (its text is scanned once more,
+//! to fingerprint it), so a read in which most users changed is slightly slower.
 //!
 //! Known shortcut: an open snapshot that never ends (an org dropped from ingest mid-sync)
 //! holds back its partition's committed offset until ingest syncs that object of that org
