@@ -143,9 +143,9 @@ fn attributes(object: &str, id: &str) -> serde_json::Value {
     json!({"type": object, "url": format!("/services/data/v62.0/sobjects/{object}/{id}")})
 }
 
-/// Two full syncs of `orgs` orgs of `users` users each, org after org.
-/// Every org read in full twice; in the second read, `changed_percent` of each org's users
-/// have logged in since the first, which changes their records.
+/// Two full reads of `orgs` orgs of `users` users each, org after org. In the second
+/// read, `changed_percent` of each org's users have logged in since the first, which
+/// changes their records.
 fn generate(orgs: usize, users: usize, changed_percent: usize) -> Vec<Event> {
     let mut events = Vec::new();
     for org_index in 0..orgs {

@@ -60,9 +60,17 @@
 //! observed, and the activity and licences known now, which is what parsing the record
 //! would give. Such records come in ingest's full reads, for every user neither edited
 //! nor logged in since the last one; incremental reads carry changed records only. A
-//! restored user has no fingerprint, so their first record is always parsed. A changed
-//! record costs a little more than it would without this (its text is scanned once more,
-//! to fingerprint it), so a read in which most users changed is slightly slower.
+//! restored user has no fingerprint, so their first record is always parsed. A `User`
+//! record that is parsed costs a little more than it would without this: rather than
+//! being read in place with its envelope, it is skipped over, fingerprinted and then
+//! parsed. So a read in which most users changed is slightly slower, and so is the first
+//! read of each user, after a restart too.
+//!
+//! Known shortcut: XXH3 is not built to resist collisions made on purpose. Someone who can
+//! set a user's fields in Salesforce could in principle craft a second text with the
+//! fingerprint of that user's published one; that record would then be taken for the
+//! published one until the user's record changes again. A chance collision of 128-bit
+//! fingerprints between two texts of one user is not a practical concern.
 //!
 //! Known shortcut: an open snapshot that never ends (an org dropped from ingest mid-sync)
 //! holds back its partition's committed offset until ingest syncs that object of that org
@@ -797,9 +805,9 @@ impl OrgState {
     /// one their state was built from: only the sync, the time observed, the activity and
     /// the licences held can differ. `None` when the record must be parsed instead.
     ///
-    /// The user id comes from the event's key. A key that names a user whose last record
-    /// had this very text is the key that record's id implies, so the verdict is the
-    /// one parsing would give.
+    /// The user id comes from the event's key. A key that names a user whose published
+    /// state was built from a record of this very text is the key that record's id
+    /// implies, so the verdict is the one parsing would give.
     fn on_unchanged_user(
         &mut self,
         event: &RecordEvent<'_>,
@@ -1222,7 +1230,8 @@ fn record_id_in_key<'k>(key: &'k [u8], envelope: &Envelope<'_>) -> Option<&'k st
 }
 
 /// A fingerprint of a record's JSON text: XXH3's 128-bit hash, wide enough that two
-/// different texts of one user will not share one.
+/// different texts of one user do not share one by chance (see the module documentation
+/// for texts made to).
 fn record_fingerprint(text: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(text.as_bytes())
 }

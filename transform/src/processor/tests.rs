@@ -551,30 +551,34 @@ fn assignment_change_reemits_the_user_sorted_and_without_revoked() {
 
 #[test]
 fn a_user_whose_new_state_cannot_be_encoded_is_dead_lettered_and_keeps_the_published_one() {
-    let (mut feed, _, users, first) = synced_with_assignments();
-    let avery = "0055g00000QrStUAAV";
-    let published = first
-        .iter()
-        .map(user)
-        .find(|state| state.user_id == avery)
-        .expect("Avery is published");
-    assert!(!published.permission_set_licenses.is_empty());
+    // The second sync's records are sent in their first text (republished unparsed) and
+    // in another text of the same records (parsed).
+    for texts in [user_texts(false), user_texts(true)] {
+        let (mut feed, _, users, first) = synced_with_assignments();
+        let avery = "0055g00000QrStUAAV";
+        let published = first
+            .iter()
+            .map(user)
+            .find(|state| state.user_id == avery)
+            .expect("Avery is published");
+        assert!(!published.permission_set_licenses.is_empty());
 
-    // An encoder told of no schema refuses every state (and never does I/O).
-    let refusing = Encoder::from_url(Some("http://127.0.0.1:9")).unwrap();
-    feed.processor.encoder = StateEncoder::new(refusing, "l".into(), "u".into());
-    let second = feed.full(SYNC_2, SfObject::User, &users);
-    assert_eq!(second.len(), users.len(), "{second:?}");
-    for letter in &second {
-        assert_eq!(letter.target, Target::Dlq);
-        assert_eq!(header(letter, HEADER_ERROR_CLASS), "encode_failed");
-        assert!(header(letter, HEADER_ERROR_MESSAGE).contains("does not encode"));
+        // An encoder told of no schema refuses every state (and never does I/O).
+        let refusing = Encoder::from_url(Some("http://127.0.0.1:9")).unwrap();
+        feed.processor.encoder = StateEncoder::new(refusing, "l".into(), "u".into());
+        let second = full_users(&mut feed, SYNC_2, &texts);
+        assert_eq!(second.len(), users.len(), "{second:?}");
+        for letter in &second {
+            assert_eq!(letter.target, Target::Dlq);
+            assert_eq!(header(letter, HEADER_ERROR_CLASS), "encode_failed");
+            assert!(header(letter, HEADER_ERROR_MESSAGE).contains("does not encode"));
+        }
+
+        // Nothing was tombstoned (every record counted), and Avery's state is what was
+        // published, not the state that failed.
+        let kept = &feed.processor.orgs[ORG].users[avery];
+        assert_eq!(kept.state, published);
     }
-
-    // Nothing was tombstoned (every record counted), and Avery's state is what was
-    // published, not the state that failed.
-    let kept = &feed.processor.orgs[ORG].users[avery];
-    assert_eq!(kept.state, published);
 }
 
 #[test]
@@ -1646,6 +1650,30 @@ fn republishing_an_unchanged_user_gives_the_bytes_parsing_gives() {
     assert_eq!(avery.sync_id, "sync-2");
     assert!(avery.last_activity_at > Some(AVERY_LAST_LOGIN_MS));
     assert!(!avery.permission_set_licenses.is_empty());
+}
+
+#[test]
+fn an_unchanged_user_is_republished_with_the_activity_and_licences_known_now() {
+    let mut feed = Feed::new();
+    let assigns = fixture!("query_permissionsetlicenseassign.json");
+    feed.full(SYNC_1, SfObject::PermissionSetLicenseAssign, &assigns);
+    let users = user_texts(false);
+    full_users(&mut feed, SYNC_1, &users);
+
+    // Other rules keep a published state's activity and licences current, so a lag is
+    // made by hand: the stored state forgets its licences, and a later login is known
+    // but not yet in it. Republishing must still say what parsing would.
+    let later_login_ms = FETCHED_MS + HOUR_MS / 2;
+    let org = feed.processor.orgs.get_mut(ORG).unwrap();
+    let stored = &mut org.users.get_mut(AVERY).unwrap().state;
+    let licences = std::mem::take(&mut stored.permission_set_licenses);
+    assert!(!licences.is_empty());
+    org.activity.insert(AVERY.to_owned(), later_login_ms);
+
+    let outputs = full_users(&mut feed, SYNC_2, &users);
+    let avery = user(find(&outputs, &format!("{ORG}/{AVERY}")));
+    assert_eq!(avery.permission_set_licenses, licences);
+    assert_eq!(avery.last_activity_at, Some(later_login_ms));
 }
 
 #[test]
