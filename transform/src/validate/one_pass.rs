@@ -10,7 +10,8 @@
 //!
 //! A `User` record is the exception: it is left raw, as the two passes leave it. The
 //! processor first compares its text with the text the user's published state was built
-//! from, and parses it only when the two differ, which in most syncs few users do.
+//! from, and parses it only when the two differ (see the processor's module
+//! documentation for when they do).
 //!
 //! Ingest stamps every record of a page with one `fetched_at`, so consecutive events
 //! nearly always carry the same text: [`LastFetchedAt`] keeps the last one parsed and
