@@ -223,9 +223,11 @@ fn write_org_sync(writer: &mut OrgWriter<'_>, org: usize, users: usize, changed_
         .map(|n| {
             let id = sf_id("005", org, n);
             let license = n % 12;
-            let last_login = match n % 100 < changed_percent {
-                true => "2024-04-29T10:30:00.000+0000",
-                false => "2024-04-28T09:15:00.000+0000",
+            // A user who logged in since the first read has a later `LastLoginDate`.
+            let last_login = if n % 100 < changed_percent {
+                "2024-04-29T10:30:00.000+0000"
+            } else {
+                "2024-04-28T09:15:00.000+0000"
             };
             json!({
                 "attributes": attributes("User", &id), "Id": id,

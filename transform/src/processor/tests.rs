@@ -1571,9 +1571,10 @@ fn user_texts(pretty: bool) -> Vec<(Value, String)> {
     fixture!("query_user_with_profile_license.json")
         .into_iter()
         .map(|user| {
-            let text = match pretty {
-                true => serde_json::to_string_pretty(&user).unwrap(),
-                false => user.to_string(),
+            let text = if pretty {
+                serde_json::to_string_pretty(&user).unwrap()
+            } else {
+                user.to_string()
             };
             (user, text)
         })
